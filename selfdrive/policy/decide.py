@@ -1,0 +1,196 @@
+"""``decide()``: the pure function that picks a run's mode and says why.
+
+The matrix cell gives the most autonomy a run may have; then track record, the
+runbook's own override and the guardrails may only lower it, each adding a reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from selfdrive.config.model import Rule, TeamConfig, TrackRecordRule
+from selfdrive.policy.matrix import DEFAULT_MATRIX, RULE_WORDS
+from selfdrive.sdk.runbook import Runbook
+from selfdrive.sdk.vocabulary import Mode
+
+
+@dataclass(frozen=True)
+class Firing:
+    """What fired an unattended run: an alert (with its domain) or a schedule."""
+
+    kind: str
+    name: str
+    own: bool
+    domain: str | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """Who asks for a run, how it was fired, and what was asked."""
+
+    requested_by: str
+    firing: Firing | None = None
+    dry_run: bool = False
+    targets: int | None = None
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    """A runbook's recent outcomes, newest first, as policy needs them."""
+
+    verified_successes: int = 0
+    recent: tuple[str, ...] = ()
+
+    def qualifies(self, rule: TrackRecordRule) -> tuple[bool, str]:
+        """Whether the record earns autonomy, and the evidence in words."""
+        window = self.recent[: rule.window]
+        failures = sum(1 for outcome in window if outcome == "verification_failed")
+        if failures:
+            return False, (f"{failures} verification failure(s) in the last {len(window)} "
+                           f"run(s); it must earn autonomy back")
+        if self.verified_successes < rule.min_verified_successes:
+            return False, (f"{self.verified_successes} verified success(es), "
+                           f"{rule.min_verified_successes} needed")
+        return True, (f"{self.verified_successes} verified successes and no verification "
+                      f"failure in the last {len(window)} run(s)")
+
+
+@dataclass(frozen=True)
+class Halt:
+    """The halt switch, as the journal holds it."""
+
+    by: str
+    reason: str
+    since: datetime
+
+
+@dataclass(frozen=True)
+class Situation:
+    """The shared state guardrails read at decision time."""
+
+    halt: Halt | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The mode a run gets and every reason that shaped it, in plain words."""
+
+    mode: Mode
+    reasons: tuple[str, ...]
+    rule: Rule
+    guardrails: tuple[str, ...] = field(default=())
+
+
+Guardrail = Callable[[Runbook, Request, TeamConfig, Situation, datetime], str | None]
+
+
+def halt_guardrail(runbook: Runbook, request: Request, config: TeamConfig,
+                   situation: Situation, now: datetime) -> str | None:
+    """The halt switch: while on, nothing runs autonomously."""
+    halt = situation.halt
+    if halt is None:
+        return None
+    return (f"halt switch is on (since {halt.since:%Y-%m-%d %H:%M:%S %Z}, by {halt.by}: "
+            f"{halt.reason!r})").replace(" , by", ", by")
+
+
+GUARDRAILS: tuple[Guardrail, ...] = (halt_guardrail,)
+
+
+def rule_for(runbook: Runbook, config: TeamConfig) -> tuple[Rule, bool]:
+    """The matrix rule for this runbook at the team's level, and whether config set it."""
+    override = config.policy.override(config.level, runbook.risk)
+    if override is not None:
+        return override, True
+    return DEFAULT_MATRIX[config.level][runbook.risk], False
+
+
+def decide(runbook: Runbook, request: Request, config: TeamConfig,
+           track_record: TrackRecord | None, now: datetime, *,
+           situation: Situation | None = None,
+           guardrails: Sequence[Guardrail] = GUARDRAILS) -> Decision:
+    """Choose dry-run, approval or autonomous for one request. Pure: no I/O, no clock."""
+    situation = situation or Situation()
+    record = track_record or TrackRecord()
+    level, risk = config.level, runbook.risk
+    rule, overridden = rule_for(runbook, config)
+    source = "team override" if overridden else "default matrix"
+    reasons = [f"level {level.name} ({level.title}) × {risk.name} risk: "
+               f"{RULE_WORDS[rule]} ({source})"]
+
+    mode = _mode_from_rule(rule, runbook, request, record, config, reasons)
+
+    if mode is Mode.AUTONOMOUS and risk >= config.policy.track_record.applies_from \
+            and rule is not Rule.AUTO_WITH_RECORD:
+        ok, evidence = record.qualifies(config.policy.track_record)
+        if ok:
+            reasons.append(f"track record qualifies: {evidence}")
+        else:
+            mode = Mode.APPROVAL
+            reasons.append(f"track record does not qualify for autonomy at {risk.name}: "
+                           f"{evidence}; a human approves")
+
+    if runbook.approval == "always" and mode is Mode.AUTONOMOUS:
+        mode = Mode.APPROVAL
+        reasons.append('runbook declares approval="always"; a human approves')
+
+    tripped = []
+    for guard in guardrails:
+        trip = guard(runbook, request, config, situation, now)
+        if trip is not None:
+            tripped.append(trip)
+            if mode is Mode.AUTONOMOUS:
+                mode = Mode.APPROVAL
+                reasons.append(f"guardrail: {trip}; a human decides")
+            else:
+                reasons.append(f"guardrail: {trip}")
+
+    if request.dry_run:
+        mode = Mode.DRY_RUN
+        reasons.append("dry-run requested: read-only steps run, changes are only planned")
+    return Decision(mode=mode, reasons=tuple(reasons), rule=rule, guardrails=tuple(tripped))
+
+
+def _mode_from_rule(rule: Rule, runbook: Runbook, request: Request, record: TrackRecord,
+                    config: TeamConfig, reasons: list[str]) -> Mode:
+    firing = request.firing
+    if rule is Rule.DRY_RUN:
+        return Mode.DRY_RUN
+    if rule is Rule.APPROVAL:
+        return Mode.APPROVAL
+    if rule is Rule.AUTO:
+        return Mode.AUTONOMOUS
+    if rule is Rule.AUTO_OWN_TRIGGER:
+        if firing is not None and firing.own:
+            reasons.append(f"fired by its own trigger ({firing.kind} {firing.name!r})")
+            return Mode.AUTONOMOUS
+        why = "requested by hand" if firing is None else \
+            f"{firing.kind} {firing.name!r} is not one of its declared triggers"
+        reasons.append(f"not fired by its own trigger ({why}); a human approves")
+        return Mode.APPROVAL
+    if rule is Rule.AUTO_IN_DOMAIN:
+        if firing is not None and firing.kind == "alert" and runbook.domain is not None \
+                and firing.domain == runbook.domain:
+            reasons.append(f"alert {firing.name!r} is in the runbook's domain "
+                           f"{runbook.domain!r}")
+            return Mode.AUTONOMOUS
+        if firing is None or firing.kind != "alert":
+            why = "no alert fired this run"
+        elif runbook.domain is None:
+            why = "the runbook declares no domain"
+        else:
+            why = (f"alert domain {firing.domain!r} is not the runbook's domain "
+                   f"{runbook.domain!r}")
+        reasons.append(f"outside the alert's domain ({why}); a human approves")
+        return Mode.APPROVAL
+    # Rule.AUTO_WITH_RECORD
+    ok, evidence = record.qualifies(config.policy.track_record)
+    if ok:
+        reasons.append(f"track record qualifies: {evidence}")
+        return Mode.AUTONOMOUS
+    reasons.append(f"track record does not qualify: {evidence}; a human approves")
+    return Mode.APPROVAL
+
+

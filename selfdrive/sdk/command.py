@@ -1,0 +1,152 @@
+"""Commands as values with two faces: raw for the wire, masked for everything else.
+
+A command template is rendered by a sandboxed Jinja2 with undefined variables as
+errors, and every interpolated value is shell-quoted unless the author wraps it in
+:func:`safe` (or the ``| safe`` filter). The template is rendered twice: once with
+secret values for the wire, once with masks for logs, plans and the journal, so the
+masked face can never contain a secret, whatever filters the template applies.
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
+
+from selfdrive.sdk.errors import TemplateError
+
+if TYPE_CHECKING:
+    from jinja2 import Template
+
+MASK = "******"
+MAX_TEMPLATE_CHARS = 64 * 1024
+MAX_RENDERED_CHARS = 1024 * 1024
+
+
+class Safe(str):
+    """A trusted shell fragment: interpolated as it is, never quoted."""
+
+    __slots__ = ()
+
+
+def safe(value: object) -> Safe:
+    """Mark a value as a trusted shell fragment (an operator, a flag the author wrote)."""
+    return Safe(value)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A rendered command. ``str()`` gives the masked face; only targets read ``raw``."""
+
+    masked: str
+    raw: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return self.masked
+
+
+def _quote(value: object) -> str:
+    if isinstance(value, Safe):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return " ".join(_quote(v) for v in value)
+    if value is None:
+        raise TemplateError("a template interpolated None; pass a value or leave it out")
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    return shlex.quote(str(value))
+
+
+def _make_environment() -> Any:
+    from jinja2.sandbox import SandboxedEnvironment
+
+    class _Env(SandboxedEnvironment):
+        # The sandbox blocks attribute escapes but not memory bombs such as 'x' * 10**9.
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**" and isinstance(right, int) and right > 64:
+                raise TemplateError("exponent too large in template")
+            if operator == "*":
+                size, count = (left, right) if isinstance(right, int) else (right, left)
+                if isinstance(count, int) and hasattr(size, "__len__") \
+                        and len(size) * count > MAX_RENDERED_CHARS:
+                    raise TemplateError("template expression too large")
+            return super().call_binop(context, operator, left, right)
+
+    from jinja2 import StrictUndefined
+
+    env = _Env(undefined=StrictUndefined, autoescape=False, finalize=_quote,
+               keep_trailing_newline=True)
+    env.filters["safe"] = safe
+    env.filters["quote"] = lambda v: Safe(_quote(v))
+    return env
+
+
+@functools.cache
+def _environment() -> Any:
+    return _make_environment()
+
+
+@functools.lru_cache(maxsize=512)
+def _compile(template: str) -> Template:
+    from jinja2 import TemplateSyntaxError
+
+    try:
+        return _environment().from_string(template)  # type: ignore[no-any-return]
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"template syntax error in {template!r}: {exc.message} "
+                            f"(line {exc.lineno})") from None
+
+
+def render_command(template: str | Command, variables: Mapping[str, Any]) -> Command:
+    """Render ``template`` with ``variables`` into a :class:`Command`.
+
+    ``SecretStr`` values are unwrapped on the raw face and replaced by a mask on the
+    masked face.
+    """
+    if isinstance(template, Command):
+        return template
+    if not isinstance(template, str):
+        raise TemplateError(f"a command must be a string template, not {type(template).__name__}")
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise TemplateError(f"command template longer than {MAX_TEMPLATE_CHARS} characters")
+    compiled = _compile(template)
+    raw_vars = {k: _unwrap(v, reveal=True) for k, v in variables.items()}
+    masked_vars = {k: _unwrap(v, reveal=False) for k, v in variables.items()}
+    raw = _render(compiled, template, raw_vars)
+    masked = _render(compiled, template, masked_vars)
+    return Command(masked=masked, raw=raw)
+
+
+def _unwrap(value: Any, *, reveal: bool) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value() if reveal else Safe(MASK)
+    if isinstance(value, list | tuple):
+        return [_unwrap(v, reveal=reveal) for v in value]
+    return value
+
+
+def _render(compiled: Template, source: str, variables: Mapping[str, Any]) -> str:
+    from jinja2 import TemplateError as JinjaError
+    from jinja2 import UndefinedError
+    from jinja2.exceptions import SecurityError
+
+    try:
+        text = compiled.render(variables)
+    except UndefinedError as exc:
+        raise TemplateError(f"template {source!r}: {exc.message} "
+                            f"(pass it as a keyword argument or a runbook parameter)") from None
+    except SecurityError as exc:
+        raise TemplateError(f"template {source!r}: unsafe access refused: {exc}") from None
+    except TemplateError as exc:
+        raise TemplateError(f"template {source!r}: {exc}") from None
+    except JinjaError as exc:
+        raise TemplateError(f"template {source!r}: {exc}") from None
+    if len(text) > MAX_RENDERED_CHARS:
+        raise TemplateError(f"template {source!r} rendered to more than {MAX_RENDERED_CHARS} chars")
+    return text

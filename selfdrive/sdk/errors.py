@@ -1,0 +1,91 @@
+"""The one exception tree of selfdrive.
+
+Exit codes belong to the error classes; only the CLI turns them into a process
+exit status::
+
+    SelfdriveError                  1  something failed
+    ├── UsageError                  2  the caller's input is wrong; nothing was written
+    │   ├── ConfigError                selfdrive.toml is malformed
+    │   ├── DefinitionError            a runbook is defined wrongly
+    │   ├── RunbookLoadError           runbook files failed to import
+    │   ├── UnknownRunbookError        no runbook by that name
+    │   ├── ParameterError             parameters do not validate
+    │   └── TemplateError              a command template cannot render
+    ├── CommandFailedError             a command run with check=True exited non-zero
+    ├── ReadOnlyViolationError         a mutating action inside a read-only context
+    ├── RunTimeoutError                the runbook ran past its timeout
+    ├── UserCodeError                  the runbook's own code raised
+    └── JournalError                   the journal cannot take a record
+        └── JournalLockedError         another writer held the journal too long
+"""
+
+from __future__ import annotations
+
+
+class SelfdriveError(Exception):
+    """Root of every error selfdrive raises on purpose."""
+
+    exit_code: int = 1
+
+
+class UsageError(SelfdriveError):
+    """The caller asked for something that cannot be done as asked."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """The team configuration is malformed; the message names file, key and reason."""
+
+
+class DefinitionError(UsageError):
+    """A runbook definition is wrong: caught at decoration or load time."""
+
+
+class RunbookLoadError(UsageError):
+    """One or more runbook sources failed to load; ``problems`` lists each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("runbooks failed to load:\n  " + "\n  ".join(problems))
+
+
+class UnknownRunbookError(UsageError):
+    """No runbook has the requested name."""
+
+
+class ParameterError(UsageError):
+    """Parameters failed validation; every bad field is in the message."""
+
+
+class TemplateError(UsageError):
+    """A command template cannot be rendered (syntax, undefined variable, unsafe access)."""
+
+
+class CommandFailedError(SelfdriveError):
+    """A command run with ``check=True`` did not succeed."""
+
+
+class ReadOnlyViolationError(SelfdriveError):
+    """A precondition or verification tried to mutate something."""
+
+
+class RunTimeoutError(SelfdriveError):
+    """The runbook's declared timeout passed."""
+
+
+class UserCodeError(SelfdriveError):
+    """The runbook's own code raised; ``original`` is what it raised."""
+
+    def __init__(self, where: str, original: BaseException) -> None:
+        self.where = where
+        self.original = original
+        super().__init__(f"{where} raised {type(original).__name__}: {original}")
+
+
+class JournalError(SelfdriveError):
+    """The journal cannot take or give a record."""
+
+
+class JournalLockedError(JournalError):
+    """Another writer held the journal longer than the busy timeout."""
