@@ -53,9 +53,15 @@ class PolicyConfig(_Strict):
         for level, row in value.items():
             if level.upper() not in Level.__members__:
                 raise ValueError(f"unknown level {level!r} in [policy.matrix]; use L0 … L5")
-            for risk in row:
-                Risk.parse(risk)  # raises a ValueError naming the allowed classes
-            out[level.upper()] = {Risk.parse(r).name: rule for r, rule in row.items()}
+            if level.upper() in out:  # "L3" and "l3": one row would silently drop the other
+                raise ValueError(f"level {level.upper()} appears twice in [policy.matrix]")
+            cells: dict[str, Rule] = {}
+            for risk, rule in row.items():
+                name = Risk.parse(risk).name  # raises a ValueError naming the allowed classes
+                if name in cells:
+                    raise ValueError(f"risk {name} appears twice in [policy.matrix.{level}]")
+                cells[name] = rule
+            out[level.upper()] = cells
         return out
 
     def override(self, level: Level, risk: Risk) -> Rule | None:

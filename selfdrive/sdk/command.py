@@ -118,9 +118,26 @@ def render_command(template: str | Command, variables: Mapping[str, Any]) -> Com
     compiled = _compile(template)
     raw_vars = {k: _unwrap(v, reveal=True) for k, v in variables.items()}
     masked_vars = {k: _unwrap(v, reveal=False) for k, v in variables.items()}
-    raw = _render(compiled, template, raw_vars)
+    # Masked face first: an error message quotes values (e.g. a missing dict key), and
+    # only the masked face may be quoted.
     masked = _render(compiled, template, masked_vars)
+    raw: str | None
+    try:
+        raw = _render(compiled, template, raw_vars)
+    except TemplateError:
+        if not any(_has_secret(v) for v in variables.values()):
+            raise
+        raw = None
+    if raw is None:
+        raise TemplateError(f"template {template!r} failed to render with the secret values "
+                            f"(details withheld so that no secret leaks)")
     return Command(masked=masked, raw=raw)
+
+
+def _has_secret(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        return any(_has_secret(v) for v in value)
+    return isinstance(value, SecretStr)
 
 
 def _unwrap(value: Any, *, reveal: bool) -> Any:
@@ -147,6 +164,8 @@ def _render(compiled: Template, source: str, variables: Mapping[str, Any]) -> st
         raise TemplateError(f"template {source!r}: {exc}") from None
     except JinjaError as exc:
         raise TemplateError(f"template {source!r}: {exc}") from None
+    except Exception as exc:  # e.g. {{ 1 / 0 }}: the template, not selfdrive, is wrong
+        raise TemplateError(f"template {source!r}: {type(exc).__name__}: {exc}") from None
     if len(text) > MAX_RENDERED_CHARS:
         raise TemplateError(f"template {source!r} rendered to more than {MAX_RENDERED_CHARS} chars")
     return text

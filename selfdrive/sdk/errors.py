@@ -14,6 +14,7 @@ exit status::
     ├── CommandFailedError             a command run with check=True exited non-zero
     ├── ReadOnlyViolationError         a mutating action inside a read-only context
     ├── RunTimeoutError                the runbook ran past its timeout
+    ├── HaltedError                    autonomy was halted while a run was going
     ├── UserCodeError                  the runbook's own code raised
     └── JournalError                   the journal cannot take a record
         └── JournalLockedError         another writer held the journal too long
@@ -72,6 +73,10 @@ class ReadOnlyViolationError(SelfdriveError):
 
 class RunTimeoutError(SelfdriveError):
     """The runbook's declared timeout passed."""
+
+
+class HaltedError(SelfdriveError):
+    """The halt switch was turned on while an autonomous run was going."""
 
 
 class UserCodeError(SelfdriveError):

@@ -96,7 +96,7 @@ class Runbook:
         self.approval = approval
         self.description = inspect.cleandoc(description or fn.__doc__ or "").strip()
         self.params: tuple[Param, ...] = _signature_params(fn, where)
-        self.params_model = _params_model(self.name, self.params)
+        self.params_model = _params_model(self.name, self.params, where)
         self.preconditions: list[Hook] = []
         self.verifications: list[Hook] = []
         self.rollbacks: list[Hook] = []
@@ -254,11 +254,18 @@ def runbook(fn: Callable[..., Any] | None = None, /,
                               f"@runbook(risk=Risk.LOW)")
     if "risk" not in options:
         raise DefinitionError("@runbook needs risk=, e.g. @runbook(risk=Risk.LOW)")
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise DefinitionError(f"@runbook got unknown option(s) {', '.join(unknown)}; "
+                              f"options: {', '.join(sorted(_OPTIONS))}")
 
     def decorate(f: Callable[..., Any]) -> Runbook:
         return Runbook(f, **options)
 
     return decorate
+
+
+_OPTIONS = frozenset(inspect.signature(Runbook.__init__).parameters) - {"self", "fn"}
 
 
 def _where(fn: Callable[..., Any]) -> str:
@@ -278,6 +285,12 @@ def _signature_params(fn: Callable[..., Any], where: str) -> tuple[Param, ...]:
         hints = typing.get_type_hints(fn, include_extras=True)
     except Exception as exc:  # unresolved forward references name the culprit
         raise DefinitionError(f"{where}: cannot resolve annotations: {exc}") from None
+    ctx_type = hints.get(params[0].name, Context)
+    if typing.get_origin(ctx_type) is typing.Annotated:
+        ctx_type = typing.get_args(ctx_type)[0]
+    if ctx_type is not Any and not (isinstance(ctx_type, type) and issubclass(ctx_type, Context)):
+        raise DefinitionError(f"{where}: a runbook's first parameter must be the context (ctx), "
+                              f"not {params[0].name!r} annotated {ctx_type!r}")
     out = []
     for p in params[1:]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -298,7 +311,7 @@ def _is_secret(annotation: Any) -> bool:
     return any(_is_secret(arg) for arg in typing.get_args(annotation))
 
 
-def _params_model(name: str, params: tuple[Param, ...]) -> type[BaseModel]:
+def _params_model(name: str, params: tuple[Param, ...], where: str) -> type[BaseModel]:
     fields: dict[str, Any] = {
         p.name: (p.annotation, ... if p.required else p.default) for p in params
     }
@@ -308,7 +321,8 @@ def _params_model(name: str, params: tuple[Param, ...]) -> type[BaseModel]:
                                                               arbitrary_types_allowed=False),
                             **fields)
     except Exception as exc:
-        raise DefinitionError(f"runbook {name!r}: parameter types not usable: {exc}") from None
+        first_line = str(exc).splitlines()[0]
+        raise DefinitionError(f"{where}: parameter types not usable: {first_line}") from None
 
 
 def _hook_params(rb: Runbook, kind: str, fn: Callable[..., Any]) -> tuple[str, ...]:

@@ -90,7 +90,13 @@ class RunState(enum.StrEnum):
 
     @property
     def terminal(self) -> bool:
+        """Nothing can follow this state."""
         return not TRANSITIONS[self]
+
+    @property
+    def final(self) -> bool:
+        """A run may rest here as its outcome (failed runs may still roll back)."""
+        return self in _FINAL
 
     def can_become(self, other: RunState) -> bool:
         return other in TRANSITIONS[self]
@@ -101,8 +107,8 @@ _S = RunState
 TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     _S.REQUESTED: frozenset({_S.DECIDED, _S.SKIPPED, _S.INTERRUPTED}),
     _S.DECIDED: frozenset({_S.PLANNED, _S.PENDING_APPROVAL, _S.RUNNING, _S.SKIPPED, _S.FAILED,
-                           _S.INTERRUPTED}),
-    _S.PENDING_APPROVAL: frozenset({_S.APPROVED, _S.DENIED, _S.EXPIRED, _S.INTERRUPTED}),
+                           _S.PRECONDITION_FAILED, _S.INTERRUPTED}),
+    _S.PENDING_APPROVAL: frozenset({_S.APPROVED, _S.DENIED, _S.EXPIRED}),
     _S.APPROVED: frozenset({_S.RUNNING, _S.PENDING_APPROVAL, _S.EXPIRED, _S.INTERRUPTED}),
     _S.RUNNING: frozenset({_S.PRECONDITION_FAILED, _S.FAILED, _S.VERIFICATION_FAILED,
                            _S.SUCCEEDED, _S.INTERRUPTED}),
@@ -119,6 +125,10 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     _S.SKIPPED: frozenset(),
     _S.INTERRUPTED: frozenset(),
 }
+
+_FINAL = frozenset({_S.PLANNED, _S.DENIED, _S.EXPIRED, _S.PRECONDITION_FAILED, _S.FAILED,
+                    _S.VERIFICATION_FAILED, _S.ROLLED_BACK, _S.ROLLBACK_FAILED, _S.SUCCEEDED,
+                    _S.SKIPPED, _S.INTERRUPTED})
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}

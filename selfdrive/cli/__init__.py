@@ -1,0 +1,1 @@
+"""click commands: thin, no logic of their own."""

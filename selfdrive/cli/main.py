@@ -1,0 +1,95 @@
+"""The ``selfdrive`` command: a thin, lazy CLI over the library.
+
+Subcommand modules are imported only when that subcommand runs, so ``--help`` and
+``list`` start fast. Errors become exit codes here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+# name -> (module, function, one-line help shown by --help without importing the module)
+_P, _R = "selfdrive.cli.cmd_project", "selfdrive.cli.cmd_runs"
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "init": (_P, "init", "Scaffold selfdrive.toml and a runbooks/ folder."),
+    "list": (_P, "list_", "List the runbooks the registry finds."),
+    "show": (_P, "show", "Show one runbook's spec, parameters and hooks."),
+    "lint": (_P, "lint", "Check runbooks for load problems and risky gaps."),
+    "plan": (_R, "plan", "Dry-run a runbook: read-only steps run, changes are listed."),
+    "run": (_R, "run", "Run a runbook under policy (dry-run, approval or autonomous)."),
+    "explain": (_R, "explain", "Say which mode policy would choose, and why."),
+    "history": (_R, "history", "List recent runs from the journal."),
+    "logs": (_R, "logs", "Show one run's steps, commands and output."),
+    "halt": (_R, "halt", "Stop all autonomy: nothing runs without a human."),
+    "unhalt": (_R, "unhalt", "Turn the halt switch off."),
+}
+
+
+class LazyGroup(click.Group):
+    """click's lazy-subcommand recipe, with help text that needs no import."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[cmd_name]
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in sorted(COMMANDS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                               "max_content_width": 100})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Path to selfdrive.toml (default: found walking up from here).")
+@click.option("--as", "acting_as", metavar="NAME",
+              help="Who is acting (default: $SELFDRIVE_USER, else the OS user).")
+@click.version_option(package_name="selfdrive", prog_name="selfdrive")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, acting_as: str | None) -> None:
+    """selfdrive: runbook-as-code with bounded autonomy.
+
+    Runbooks are Python functions; policy decides whether a run is planned only,
+    approved by a human, or autonomous; every step goes to the journal.
+
+    \b
+    Exit codes: 0 done or planned, 1 failed, 2 usage or bad input,
+    3 waiting for approval, 4 precondition unmet, 5 verification failed.
+    """
+    ctx.obj = {"config_path": config_path, "acting_as": acting_as}
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: map selfdrive's errors to exit codes and clean messages."""
+    try:
+        return cli.main(args=argv, prog_name="selfdrive", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted; a run in progress is marked interrupted on the next command",
+                   err=True)
+        sys.exit(130)
+    except Exception as exc:
+        from selfdrive.sdk.errors import SelfdriveError
+
+        if isinstance(exc, SelfdriveError):
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,93 @@
+"""What a command needs, loaded on demand: config, registry, journal, identity."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from selfdrive.config.model import TeamConfig
+    from selfdrive.journal.store import SqliteJournal
+    from selfdrive.registry.load import Registry
+
+
+class Session:
+    """One command's view of the team: built lazily, closed at the end."""
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        self._config_path = obj.get("config_path")
+        self._acting_as = obj.get("acting_as")
+        self._journal: SqliteJournal | None = None
+
+    @cached_property
+    def config(self) -> TeamConfig:
+        from selfdrive.config.load import load_config
+
+        path = Path(self._config_path) if self._config_path else None
+        return load_config(path)
+
+    @cached_property
+    def registry(self) -> Registry:
+        from selfdrive.registry.load import load_registry
+
+        return load_registry(self.config.runbook_dirs, entry_points=self.config.entry_points)
+
+    @property
+    def journal(self) -> SqliteJournal:
+        if self._journal is None:
+            from selfdrive.journal.store import open_journal
+
+            self._journal = open_journal(self.config.journal_path)
+        return self._journal
+
+    @cached_property
+    def os_user(self) -> str:
+        try:
+            return getpass.getuser()
+        except (KeyError, OSError):
+            return f"uid:{os.getuid()}"
+
+    @cached_property
+    def actor(self) -> str:
+        return self._acting_as or os.environ.get("SELFDRIVE_USER") or self.os_user
+
+    def warn_problems(self) -> None:
+        for problem in self.registry.problems:
+            click.secho(f"warning: {problem}", fg="yellow", err=True)
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+
+
+def session() -> Session:
+    ctx = click.get_current_context()
+    found = ctx.meta.get("selfdrive.session")
+    if found is None:
+        found = Session(ctx.find_root().obj or {})
+        ctx.meta["selfdrive.session"] = found
+        ctx.call_on_close(found.close)
+    assert isinstance(found, Session)
+    return found
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``-p key=value`` pairs; a key given twice becomes a list."""
+    from selfdrive.sdk.errors import ParameterError
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ParameterError(f"-p {pair!r}: expected key=value")
+        if key in out:
+            out[key] = [*out[key], value] if isinstance(out[key], list) else [out[key], value]
+        else:
+            out[key] = value
+    return out

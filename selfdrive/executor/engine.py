@@ -1,0 +1,453 @@
+"""The run loop: request → decide → plan → (approve) → run → verify → roll back.
+
+Every transition is journaled before the next effect starts. Planning happens first,
+in memory, so a template or parameter mistake anywhere in the runbook is reported
+before anything is written or changed; the plan's steps are then journaled with the
+run, and the live run follows.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from selfdrive.config.model import TeamConfig
+from selfdrive.executor.contexts import RunContext, Scope
+from selfdrive.executor.observe import Observer, SilentObserver, StepEvent
+from selfdrive.executor.plan import CheckOutcome, Plan, PlannedStep
+from selfdrive.executor.redact import Redactor
+from selfdrive.executor.sinks import JournalSink, MemorySink, StepSink
+from selfdrive.journal.records import RunRecord
+from selfdrive.journal.store import HALT_FLAG, Journal
+from selfdrive.learning.records import track_record
+from selfdrive.policy.decide import Decision, Firing, Halt, Request, Situation, decide
+from selfdrive.registry.load import Registry
+from selfdrive.sdk.errors import (
+    HaltedError,
+    JournalError,
+    ReadOnlyViolationError,
+    RunTimeoutError,
+    SelfdriveError,
+    UsageError,
+)
+from selfdrive.sdk.runbook import Hook, Runbook
+from selfdrive.sdk.vocabulary import Mode, RunState
+from selfdrive.targets.base import Target
+from selfdrive.targets.local import LocalTarget
+
+S = RunState
+Approver = Callable[[RunRecord, Plan, Decision], bool]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Ask for one run of one runbook."""
+
+    runbook: str
+    params: Mapping[str, Any]
+    requested_by: str
+    os_user: str = field(default_factory=getpass.getuser)
+    dry_run: bool = False
+    firing: Firing | None = None
+    dedup_key: str | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """Where a run ended, with its plan and decision; ``exit_code`` per DESIGN section 9."""
+
+    run: RunRecord
+    plan: Plan
+    decision: Decision
+    exit_code: int
+    message: str = ""
+
+
+class _HookFailed(Exception):
+    def __init__(self, hook: Hook, detail: str) -> None:
+        self.hook = hook
+        self.detail = detail
+        super().__init__(f"{hook.name}: {detail}")
+
+
+def new_run_id(now: datetime) -> str:
+    """Sortable and readable: ``20261125-213900-3f9a1c``."""
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def code_digest(rb: Runbook) -> str:
+    """The runbook's code version: a digest of its source file."""
+    try:
+        data = Path(rb.source_file).read_bytes()
+    except OSError:
+        data = rb.location.encode()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+class Executor:
+    """Runs runbooks under policy, journaling everything. The in-process orchestrator."""
+
+    def __init__(self, config: TeamConfig, registry: Registry, journal: Journal, *,
+                 observer: Observer | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 target: Target | None = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.journal = journal
+        self.observer = observer or SilentObserver()
+        self.clock = clock
+        self.target = target or LocalTarget(cwd=str(config.root))
+
+    # -- deciding ----------------------------------------------------------------
+
+    def situation(self) -> Situation:
+        flag = self.journal.get_flag(HALT_FLAG)
+        if flag is None:
+            return Situation()
+        return Situation(halt=Halt(by=flag.get("by", "?"), reason=flag.get("reason", ""),
+                                   since=datetime.fromisoformat(flag["since"])))
+
+    def decide(self, rb: Runbook, request: RunRequest) -> Decision:
+        record = track_record(self.journal, rb.name, self.config.policy.track_record)
+        return decide(rb, Request(requested_by=request.requested_by, firing=request.firing,
+                                  dry_run=request.dry_run),
+                      self.config, record, self.clock(), situation=self.situation())
+
+    # -- planning ----------------------------------------------------------------
+
+    def plan(self, rb: Runbook, values: Mapping[str, Any], *, run_id: str = "plan",
+             observer: Observer | None = None) -> Plan:
+        """Compute the plan: read-only steps run for real, changes are recorded.
+
+        Raises :class:`UsageError` for mistakes in the runbook's templates or use; other
+        errors from the runbook's code come back as a plan note and re-raise.
+        """
+        sink = MemorySink()
+        ctx = self._context(run_id, Mode.DRY_RUN, values, sink, rb, observer=observer)
+        checks: list[CheckOutcome] = []
+        notes: list[str] = []
+        for hook in rb.preconditions:
+            pctx = ctx.for_phase("precondition", readonly=True, hook=hook.name)
+            met, detail = self._check(rb, hook, pctx, values, observer=observer)
+            checks.append(CheckOutcome(hook.name, met, detail))
+        if all(c.met for c in checks):
+            rb.fn(ctx.for_phase("body", readonly=False), **values)
+            for hook in rb.rollbacks:
+                try:
+                    rb.call_hook(hook, ctx.for_phase("rollback", readonly=False, hook=hook.name),
+                                 values)
+                except UsageError:
+                    raise
+                except Exception as exc:
+                    notes.append(f"rollback {hook.name} could not be planned: "
+                                 f"{type(exc).__name__}: {exc}")
+        else:
+            notes.append("preconditions unmet: a run would stop here, before any change")
+        redact = Redactor.for_params(values)
+        steps = tuple(_planned(s, redact) for s in sink.steps)
+        return Plan(runbook=rb.name, code_digest=code_digest(rb),
+                    params=rb.masked_params(values), steps=steps, preconditions=tuple(checks),
+                    notes=tuple(redact(n) or "" for n in notes))
+
+    # -- running -----------------------------------------------------------------
+
+    def submit(self, request: RunRequest, *, approver: Approver | None = None) -> RunOutcome:
+        """Run one request to wherever it rests: planned, pending, succeeded, failed …"""
+        rb = self.registry.get(request.runbook)
+        values = rb.validate_params(request.params)
+        redact = Redactor.for_params(values)
+        decision = self.decide(rb, request)
+        self.observer.message(f"decision: {decision.mode.value}")
+        for reason in decision.reasons:
+            self.observer.message(f"  - {reason}")
+        run_id = new_run_id(self.clock())
+        plan_error: BaseException | None = None
+        try:
+            # Planning is shown step by step only when the plan is what was asked for.
+            plan = self.plan(rb, values, run_id=run_id,
+                             observer=self.observer if decision.mode is Mode.DRY_RUN
+                             else SilentObserver())
+        except UsageError:
+            raise
+        except Exception as exc:  # the runbook's own code failed while planning
+            plan_error = exc
+            plan = Plan(runbook=rb.name, code_digest=code_digest(rb),
+                        params=rb.masked_params(values), steps=())
+        actor = request.requested_by
+        run = self.journal.create_run({
+            "id": run_id, "runbook": rb.name, "mode": decision.mode.value,
+            "risk": rb.risk.name, "requested_by": actor, "os_user": request.os_user,
+            "params": rb.masked_params(values), "runbook_file": rb.location,
+            "code_digest": plan.code_digest, "dedup_key": request.dedup_key,
+            "firing": _firing_json(request.firing),
+        }, actor=actor)
+        run = self.journal.transition(
+            run.id, S.DECIDED, actor=actor, plan_hash=plan.hash,
+            decision={"mode": decision.mode.value, "reasons": list(decision.reasons),
+                      "rule": decision.rule.value},
+            data={"mode": decision.mode.value, "reasons": list(decision.reasons),
+                  "plan_hash": plan.hash})
+        self._journal_plan(run.id, plan)
+
+        def outcome(record: RunRecord, code: int, message: str = "") -> RunOutcome:
+            return RunOutcome(run=record, plan=plan, decision=decision, exit_code=code,
+                              message=redact(message) or "")
+
+        if plan_error is not None:
+            error = redact(f"planning failed: {type(plan_error).__name__}: {plan_error}")
+            record = self.journal.transition(run.id, S.FAILED, actor=actor, error=error)
+            return outcome(record, 1, error or "")
+        if not plan.preconditions_met:
+            unmet = "; ".join(f"{c.name}: {c.detail}" for c in plan.preconditions if not c.met)
+            if decision.mode is Mode.DRY_RUN:
+                record = self.journal.transition(run.id, S.PLANNED, actor=actor,
+                                                 error=f"preconditions unmet: {unmet}")
+                return outcome(record, 4, f"planned; preconditions unmet ({unmet}): a run "
+                                          f"would stop before any change")
+            record = self.journal.transition(run.id, S.PRECONDITION_FAILED, actor=actor,
+                                             error=f"preconditions unmet: {unmet}")
+            return outcome(record, 4, f"preconditions unmet: {unmet}")
+        if decision.mode is Mode.DRY_RUN:
+            record = self.journal.transition(run.id, S.PLANNED, actor=actor)
+            return outcome(record, 0, "planned; nothing was changed")
+        if decision.mode is Mode.APPROVAL:
+            record, approved, message = self._attended_approval(rb, run, plan, decision,
+                                                                actor, approver)
+            if not approved:
+                return outcome(record, 3 if record.status is S.PENDING_APPROVAL else 1, message)
+        code, message = self._execute(rb, run.id, values, redact, actor,
+                                      fence_halt=decision.mode is Mode.AUTONOMOUS)
+        return outcome(self.journal.get_run(run.id), code, message)
+
+    def _attended_approval(self, rb: Runbook, run: RunRecord, plan: Plan, decision: Decision,
+                           actor: str, approver: Approver | None) -> tuple[RunRecord, bool, str]:
+        threshold = self.config.policy.separation_of_duties
+        if approver is None:
+            record = self._pending(run.id, actor, "no one is at a terminal to approve it")
+            return record, False, (f"waiting for approval as run {run.id} (plan "
+                                   f"{plan.hash[:12]}); no terminal to ask and no --yes")
+        if rb.risk >= threshold:
+            record = self._pending(run.id, actor, f"{rb.risk.name} risk needs an approver other "
+                                                  f"than the requester ({actor})")
+            return record, False, (f"{rb.risk.name} risk: someone other than {actor} must "
+                                   f"approve run {run.id} (separation of duties at "
+                                   f"{threshold.name} and above)")
+        record = self.journal.transition(run.id, S.PENDING_APPROVAL, actor=actor, owner=None,
+                                         data={"plan_hash": plan.hash})
+        if approver(record, plan, decision):
+            self.journal.transition(run.id, S.APPROVED, actor=actor, owner=self.journal.owner,
+                                    data={"approver": actor, "plan_hash": plan.hash,
+                                          "attended": True})
+            return self.journal.get_run(run.id), True, ""
+        record = self.journal.transition(run.id, S.DENIED, actor=actor,
+                                         error=f"denied by {actor} at the prompt",
+                                         data={"by": actor, "attended": True})
+        return record, False, f"denied by {actor}; nothing was changed"
+
+    def _pending(self, run_id: str, actor: str, why: str) -> RunRecord:
+        return self.journal.transition(run_id, S.PENDING_APPROVAL, actor=actor, owner=None,
+                                       data={"why": why})
+
+    def _execute(self, rb: Runbook, run_id: str, values: Mapping[str, Any], redact: Redactor,
+                 actor: str, *, fence_halt: bool) -> tuple[int, str]:
+        """The live run: preconditions, body, verifications, rollback."""
+        self.journal.transition(run_id, S.RUNNING, actor=actor)
+        sink = JournalSink(self.journal, run_id, fence_halt=fence_halt)
+        ctx = self._context(run_id, Mode.AUTONOMOUS if fence_halt else Mode.APPROVAL, values,
+                            sink, rb)
+        try:
+            for hook in rb.preconditions:
+                pctx = ctx.for_phase("precondition", readonly=True, hook=hook.name)
+                met, detail = self._check(rb, hook, pctx, values, sink=sink)
+                if not met:
+                    error = redact(f"precondition {hook.name} unmet: {detail}") or ""
+                    self.journal.transition(run_id, S.PRECONDITION_FAILED, actor=actor,
+                                            error=error)
+                    return 4, error
+            self._call_body(rb, ctx, values, sink)
+        except (JournalError, KeyboardInterrupt):
+            raise
+        except HaltedError as exc:
+            error = str(exc)
+            self.journal.transition(run_id, S.FAILED, actor=actor, error=error)
+            return 1, f"{error}; stopped without rollback (a human decides)"
+        except Exception as exc:
+            error = redact(_describe(exc)) or ""
+            self.journal.transition(run_id, S.FAILED, actor=actor, error=error)
+            return self._rollback(rb, run_id, values, redact, actor, sink, cause=error, code=1)
+        failures = []
+        for hook in rb.verifications:
+            vctx = ctx.for_phase("verify", readonly=True, hook=hook.name)
+            passed, detail = self._verify(rb, hook, vctx, values, sink)
+            if not passed:
+                failures.append(f"{hook.name}: {detail}")
+                break
+        if failures:
+            error = redact("verification failed: " + "; ".join(failures)) or ""
+            self.journal.transition(run_id, S.VERIFICATION_FAILED, actor=actor, error=error,
+                                    verified=False)
+            return self._rollback(rb, run_id, values, redact, actor, sink, cause=error, code=5)
+        verified = True if rb.verifications else None
+        self.journal.transition(run_id, S.SUCCEEDED, actor=actor, verified=verified)
+        return 0, "succeeded" + (" and verified" if verified else " (no verification declared)")
+
+    def _call_body(self, rb: Runbook, ctx: RunContext, values: Mapping[str, Any],
+                   sink: StepSink) -> None:
+        token = sink.begin("body", "call", name=rb.fn.__name__)
+        try:
+            rb.fn(ctx.for_phase("body", readonly=False), **values)
+        except BaseException as exc:
+            sink.finish(token, "failed", error=ctx._scope.redact(_describe(exc)))
+            raise
+        sink.finish(token, "ok")
+
+    def _rollback(self, rb: Runbook, run_id: str, values: Mapping[str, Any], redact: Redactor,
+                  actor: str, sink: StepSink, *, cause: str, code: int) -> tuple[int, str]:
+        if not rb.rollbacks:
+            return code, f"{cause}; no rollback declared"
+        hook = rb.rollbacks[0]
+        self.journal.transition(run_id, S.ROLLING_BACK, actor=actor, data={"cause": cause})
+        # The rollback gets a fresh budget: the run's own may be what ran out.
+        rctx = self._context(run_id, Mode.APPROVAL, values, sink, rb).for_phase(
+            "rollback", readonly=False, hook=hook.name)
+        token = sink.begin("rollback", "call", name=hook.name)
+        try:
+            rb.call_hook(hook, rctx, values)
+        except (JournalError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            error = redact(_describe(exc)) or ""
+            sink.finish(token, "failed", error=error)
+            self.journal.transition(run_id, S.ROLLBACK_FAILED, actor=actor,
+                                    error=f"{cause}; rollback {hook.name} failed: {error}")
+            return code, f"{cause}; rollback {hook.name} FAILED: {error}"
+        sink.finish(token, "ok")
+        self.journal.transition(run_id, S.ROLLED_BACK, actor=actor, error=cause)
+        return code, f"{cause}; rolled back with {hook.name}"
+
+    # -- checks ------------------------------------------------------------------
+
+    def _check(self, rb: Runbook, hook: Hook, ctx: RunContext, values: Mapping[str, Any],
+               sink: StepSink | None = None,
+               observer: Observer | None = None) -> tuple[bool, str]:
+        token = sink.begin("precondition", "check", name=hook.name) if sink else None
+        try:
+            result = rb.call_hook(hook, ctx, values)
+        except (UsageError, JournalError, RunTimeoutError, KeyboardInterrupt):
+            if sink is not None and token is not None:
+                sink.finish(token, "error")
+            raise
+        except Exception as exc:
+            met, detail = False, _describe(exc)
+        else:
+            met, detail = _truth(result, "precondition")
+        detail = ctx._scope.redact(detail) or ""
+        if sink is not None and token is not None:
+            sink.finish(token, "ok" if met else "failed", error=None if met else detail)
+        (observer or self.observer).step(StepEvent("precondition", "check",
+                                                   "ok" if met else "failed", hook.name,
+                                                   detail=None if met else detail))
+        return met, detail
+
+    def _verify(self, rb: Runbook, hook: Hook, ctx: RunContext, values: Mapping[str, Any],
+                sink: StepSink) -> tuple[bool, str]:
+        detail = ""
+        for attempt in range(1, hook.attempts + 1):
+            token = sink.begin("verify", "check", name=hook.name, attempt=attempt)
+            try:
+                result = rb.call_hook(hook, ctx, values)
+            except (UsageError, JournalError, KeyboardInterrupt):
+                sink.finish(token, "error")
+                raise
+            except ReadOnlyViolationError as exc:  # a definition bug: retrying cannot help
+                detail = ctx._scope.redact(str(exc)) or ""
+                sink.finish(token, "failed", error=detail)
+                return False, detail
+            except Exception as exc:
+                passed, detail = False, _describe(exc)
+            else:
+                passed, detail = _truth(result, "verification")
+            detail = ctx._scope.redact(detail) or ""
+            sink.finish(token, "ok" if passed else "failed", error=None if passed else detail)
+            self.observer.step(StepEvent("verify", "check", "ok" if passed else "failed",
+                                         f"{hook.name} (attempt {attempt}/{hook.attempts})",
+                                         detail=None if passed else detail))
+            if passed:
+                return True, ""
+            if attempt < hook.attempts:
+                pause = hook.interval.total_seconds()
+                if ctx.remaining() < pause:
+                    return False, f"{detail} (no time left for attempt {attempt + 1})"
+                time.sleep(pause)
+        return False, f"{detail} (after {hook.attempts} attempt(s))"
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _context(self, run_id: str, mode: Mode, values: Mapping[str, Any], sink: StepSink,
+                 rb: Runbook, observer: Observer | None = None) -> RunContext:
+        ex = self.config.executor
+        return RunContext(Scope(
+            run_id=run_id, mode=mode, params=values, sink=sink, target=self.target,
+            redact=Redactor.for_params(values), observer=observer or self.observer,
+            deadline=time.monotonic() + rb.timeout.total_seconds(),
+            output_limit=ex.output_limit, command_timeout=ex.command_timeout))
+
+    def _journal_plan(self, run_id: str, plan: Plan) -> None:
+        for step in plan.steps:
+            token = self.journal.begin_step(
+                run_id, phase=f"plan:{step.phase}", kind=step.kind, name=step.name,
+                target=step.target, command=step.command, readonly=step.readonly,
+                planned=step.is_change, stdout=step.text, data=step.data)
+            self.journal.finish_step(token, status=step.status, exit_code=step.exit_code)
+
+
+def _planned(step: dict[str, Any], redact: Redactor) -> PlannedStep:
+    return PlannedStep(
+        phase=step["phase"], kind=step["kind"], name=step.get("name"),
+        target=step.get("target"), command=step.get("command"),
+        readonly=bool(step.get("readonly")), status=step["status"],
+        exit_code=step.get("exit_code"),
+        text=redact(step.get("stdout")) if step["kind"] == "log" else None,
+        data=redact.deep(step.get("data")))
+
+
+def _truth(result: object, what: str) -> tuple[bool, str]:
+    if result is True:
+        return True, ""
+    if result is False:
+        return False, "returned False"
+    if hasattr(result, "ok") and isinstance(getattr(result, "ok", None), bool):
+        return bool(result.ok), "" if result.ok else "the command it returned failed"
+    return False, f"returned {result!r}; a {what} must return True or False"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SelfdriveError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _firing_json(firing: Firing | None) -> dict[str, Any] | None:
+    if firing is None:
+        return None
+    return {"kind": firing.kind, "name": firing.name, "own": firing.own, "domain": firing.domain}
+
+
+def halt(journal: Journal, *, by: str, reason: str, now: datetime) -> None:
+    """Turn the halt switch on: no autonomous run starts, running ones stop at their next change."""
+    journal.set_flag(HALT_FLAG, {"by": by, "reason": reason, "since": now.isoformat()}, actor=by)
+
+
+def unhalt(journal: Journal, *, by: str) -> bool:
+    """Turn the halt switch off; False if it was not on."""
+    if journal.get_flag(HALT_FLAG) is None:
+        return False
+    journal.set_flag(HALT_FLAG, None, actor=by)
+    return True

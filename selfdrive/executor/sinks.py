@@ -1,0 +1,44 @@
+"""Where a context's steps go: memory while planning, the journal while running."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from selfdrive.journal.store import Journal
+
+
+class StepSink(Protocol):
+    def begin(self, phase: str, kind: str, **fields: Any) -> int: ...
+
+    def finish(self, token: int, status: str, **fields: Any) -> None: ...
+
+
+class MemorySink:
+    """Collects steps while planning, before the run exists in the journal."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, Any]] = []
+
+    def begin(self, phase: str, kind: str, **fields: Any) -> int:
+        self.steps.append({"phase": phase, "kind": kind, "status": "started", **fields})
+        return len(self.steps) - 1
+
+    def finish(self, token: int, status: str, **fields: Any) -> None:
+        self.steps[token].update(status=status, **fields)
+
+
+class JournalSink:
+    """Writes each step's intent before its effect and its result after (fenced)."""
+
+    def __init__(self, journal: Journal, run_id: str, *, fence_halt: bool) -> None:
+        self.journal = journal
+        self.run_id = run_id
+        self.fence_halt = fence_halt
+
+    def begin(self, phase: str, kind: str, **fields: Any) -> int:
+        return self.journal.begin_step(self.run_id, phase=phase, kind=kind,
+                                       fence_halt=self.fence_halt and kind == "command"
+                                       and not fields.get("readonly"), **fields)
+
+    def finish(self, token: int, status: str, **fields: Any) -> None:
+        self.journal.finish_step(token, status=status, **fields)

@@ -1,0 +1,16 @@
+"""SQLite journal: runs, steps, hash-chained events, flags; numbered migrations."""
+
+from selfdrive.journal.records import RunRecord, StepRecord
+from selfdrive.journal.store import (
+    HALT_FLAG,
+    Event,
+    Journal,
+    SqliteJournal,
+    event_digest,
+    open_journal,
+    process_identity,
+    utcnow,
+)
+
+__all__ = ["HALT_FLAG", "Event", "Journal", "RunRecord", "SqliteJournal", "StepRecord",
+           "event_digest", "open_journal", "process_identity", "utcnow"]

@@ -1,0 +1,37 @@
+"""Numbered schema migrations. Append new ones; never edit an applied one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlite_utils import Migrations
+
+migrations = Migrations("selfdrive.journal")
+
+
+@migrations(name="0001_runs_steps_events_flags")
+def m0001(db: Any) -> None:
+    db["runs"].create({
+        "id": str, "runbook": str, "mode": str, "status": str, "risk": str,
+        "requested_by": str, "os_user": str, "params": str, "decision": str,
+        "firing": str, "plan_hash": str, "dedup_key": str, "owner": str, "error": str,
+        "runbook_file": str, "code_digest": str, "verified": int,
+        "created_at": str, "started_at": str, "finished_at": str, "updated_at": str,
+    }, pk="id", not_null={"runbook", "mode", "status", "requested_by", "created_at"})
+    db["runs"].create_index(["runbook", "created_at"])
+    db["runs"].create_index(["status"])
+    db["runs"].create_index(["dedup_key"], unique=True)
+    db["steps"].create({
+        "id": int, "run_id": str, "seq": int, "phase": str, "kind": str, "name": str,
+        "target": str, "command": str, "readonly": int, "planned": int, "status": str,
+        "attempt": int, "exit_code": int, "stdout": str, "stderr": str, "truncated": int,
+        "error": str, "data": str, "started_at": str, "finished_at": str, "duration": float,
+    }, pk="id", not_null={"run_id", "seq", "phase", "kind", "status", "started_at"},
+        foreign_keys=[("run_id", "runs", "id")])
+    db["steps"].create_index(["run_id", "seq"], unique=True)
+    db["events"].create({
+        "id": int, "at": str, "kind": str, "actor": str, "run_id": str, "data": str,
+        "prev_hash": str, "hash": str,
+    }, pk="id", not_null={"at", "kind", "actor", "data", "prev_hash", "hash"})
+    db["events"].create_index(["run_id"])
+    db["flags"].create({"name": str, "value": str, "set_by": str, "set_at": str}, pk="name")

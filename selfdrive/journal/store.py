@@ -1,0 +1,455 @@
+"""The journal: every decision, step and outcome, in SQLite.
+
+Writes happen in ``BEGIN IMMEDIATE`` transactions so a read-modify-write never
+races another process; a writer that holds the journal past the busy timeout gives
+a clear :class:`JournalLockedError` and the record is not half-written. The store
+sits behind :class:`Journal` so that a shared database can replace SQLite later.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from selfdrive.journal.records import RunRecord, StepRecord
+from selfdrive.sdk.errors import JournalError, JournalLockedError
+from selfdrive.sdk.vocabulary import RunState
+
+GENESIS = "0" * 64
+#: States in which a run belongs to a live process; recovery checks those owners.
+OWNED_STATES = (RunState.REQUESTED, RunState.DECIDED, RunState.APPROVED, RunState.RUNNING,
+                RunState.ROLLING_BACK)
+#: States in which a run may record steps.
+STEPPING_STATES = (RunState.DECIDED, RunState.RUNNING, RunState.ROLLING_BACK)
+HALT_FLAG = "halt"
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def process_identity(pid: int | None = None) -> str:
+    """``host:pid:start`` — start time guards against a recycled pid."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+
+
+def _start_ticks(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "?"
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner_alive(owner: str) -> bool | None:
+    """True/False for an owner on this host; None when it lives elsewhere."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return start in ("?", _start_ticks(pid))
+
+
+def canonical(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One link of the hash-chained audit trail."""
+
+    id: int
+    at: str
+    kind: str
+    actor: str
+    run_id: str | None
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+def event_digest(prev_hash: str, at: str, kind: str, actor: str, run_id: str | None,
+                 data_json: str) -> str:
+    body = canonical({"at": at, "kind": kind, "actor": actor, "run_id": run_id,
+                      "data": json.loads(data_json)})
+    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+
+
+class Journal(abc.ABC):
+    """What the executor, learning and CLI need from a journal."""
+
+    owner: str
+
+    @abc.abstractmethod
+    def create_run(self, fields: dict[str, Any], *, actor: str) -> RunRecord: ...
+
+    @abc.abstractmethod
+    def transition(self, run_id: str, to: RunState, *, actor: str,
+                   data: dict[str, Any] | None = None, **fields: Any) -> RunRecord: ...
+
+    @abc.abstractmethod
+    def begin_step(self, run_id: str, *, phase: str, kind: str, fence_halt: bool = False,
+                   **fields: Any) -> int: ...
+
+    @abc.abstractmethod
+    def finish_step(self, step_id: int, *, status: str, **fields: Any) -> None: ...
+
+    @abc.abstractmethod
+    def event(self, kind: str, *, actor: str, run_id: str | None = None,
+              data: dict[str, Any] | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def get_run(self, run_id: str) -> RunRecord: ...
+
+    @abc.abstractmethod
+    def runs(self, *, runbook: str | None = None, status: Sequence[str] = (),
+             limit: int = 50) -> list[RunRecord]: ...
+
+    @abc.abstractmethod
+    def steps(self, run_id: str) -> list[StepRecord]: ...
+
+    @abc.abstractmethod
+    def events(self, run_id: str | None = None) -> list[Event]: ...
+
+    @abc.abstractmethod
+    def get_flag(self, name: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    def set_flag(self, name: str, value: dict[str, Any] | None, *, actor: str) -> None: ...
+
+    @abc.abstractmethod
+    def recent_outcomes(self, runbook: str, limit: int) -> list[tuple[str, bool | None]]: ...
+
+    @abc.abstractmethod
+    def verified_successes(self, runbook: str) -> int: ...
+
+    @abc.abstractmethod
+    def recover(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class SqliteJournal(Journal):
+    """The embedded journal: one SQLite file in WAL mode with ``synchronous=FULL``."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
+        import sqlite_utils
+
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.owner = process_identity()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None,
+                                        check_same_thread=False)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.OperationalError as exc:
+            raise self._error(exc, "open") from None
+        except OSError as exc:
+            raise JournalError(f"cannot open journal {path}: {exc}") from None
+        self.db = sqlite_utils.Database(self.conn)
+        self._migrate()
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _error(self, exc: sqlite3.Error, doing: str) -> JournalError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return JournalLockedError(
+                f"journal {self.path} is locked by another writer; waited "
+                f"{self.busy_timeout:g}s to {doing}, and nothing was written. Retry, or find "
+                f"the process holding it (fuser {self.path})")
+        return JournalError(f"journal {self.path}: cannot {doing}: {text}")
+
+    def _migrate(self) -> None:
+        from selfdrive.journal.migrations import migrations
+
+        lock_path = self.path.with_name(self.path.name + ".migrate.lock")
+        try:
+            with lock_path.open("a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                if migrations.pending(self.db):
+                    migrations.apply(self.db)
+        except sqlite3.Error as exc:
+            raise self._error(exc, "apply migrations") from None
+        except OSError as exc:
+            raise JournalError(f"cannot migrate journal {self.path}: {exc}") from None
+
+    @contextlib.contextmanager
+    def _write(self, doing: str) -> Iterator[sqlite3.Connection]:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._error(exc, doing) from None
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.conn.execute("ROLLBACK")
+            raise self._error(exc, doing) from None
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        try:
+            return [dict(row) for row in self.conn.execute(sql, params)]
+        except sqlite3.Error as exc:
+            raise self._error(exc, "read") from None
+
+    def _append_event(self, conn: sqlite3.Connection, kind: str, actor: str,
+                      run_id: str | None, data: dict[str, Any] | None) -> None:
+        row = conn.execute("SELECT hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
+        prev = row[0] if row else GENESIS
+        at, data_json = utcnow(), canonical(data or {})
+        digest = event_digest(prev, at, kind, actor, run_id, data_json)
+        conn.execute("INSERT INTO events (at, kind, actor, run_id, data, prev_hash, hash) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (at, kind, actor, run_id, data_json, prev, digest))
+
+    @staticmethod
+    def _encode(fields: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in fields.items():
+            if (key in ("data", "params", "decision", "firing") and value is not None) \
+                    or isinstance(value, dict | list | tuple):
+                out[key] = canonical(value)
+            elif isinstance(value, RunState):
+                out[key] = value.value
+            elif isinstance(value, bool):
+                out[key] = int(value)
+            else:
+                out[key] = value
+        return out
+
+    # -- runs --------------------------------------------------------------------
+
+    def create_run(self, fields: dict[str, Any], *, actor: str) -> RunRecord:
+        now = utcnow()
+        row = self._encode({"status": RunState.REQUESTED, "owner": self.owner,
+                            "created_at": now, "updated_at": now, **fields})
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self._write("record the run request") as conn:
+            try:
+                conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(row.values()))
+            except sqlite3.IntegrityError as exc:
+                raise JournalError(f"run {fields.get('id')} not recorded: {exc}") from None
+            self._append_event(conn, "run.requested", actor, row["id"],
+                               {"runbook": row["runbook"], "params": fields.get("params", {})})
+        return self.get_run(row["id"])
+
+    def transition(self, run_id: str, to: RunState, *, actor: str,
+                   data: dict[str, Any] | None = None, **fields: Any) -> RunRecord:
+        now = utcnow()
+        with self._write(f"move run {run_id} to {to.value}") as conn:
+            row = conn.execute("SELECT status, owner FROM runs WHERE id = ?",
+                               (run_id,)).fetchone()
+            if row is None:
+                raise JournalError(f"no run {run_id}")
+            current = RunState(row["status"])
+            if not current.can_become(to):
+                raise JournalError(f"run {run_id} is {current.value}; it cannot become "
+                                   f"{to.value}")
+            if row["owner"] not in (None, self.owner) and current in OWNED_STATES:
+                raise JournalError(f"run {run_id} is owned by {row['owner']}, not this process")
+            values = self._encode({"status": to, "updated_at": now, **fields})
+            if to is RunState.RUNNING and "started_at" not in fields:
+                values["started_at"] = now
+            if to.final and "finished_at" not in fields:
+                values["finished_at"] = now
+            sets = ", ".join(f"{k} = ?" for k in values)
+            conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*values.values(), run_id])
+            self._append_event(conn, f"run.{to.value}", actor, run_id,
+                               {"from": current.value, **(data or {})})
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            rows = self._read("SELECT * FROM runs WHERE id LIKE ? ORDER BY created_at DESC "
+                              "LIMIT 2", (run_id.replace("%", "") + "%",))
+            if len(rows) != 1:
+                from selfdrive.sdk.errors import UsageError
+
+                what = "no run" if not rows else "more than one run starts with"
+                raise UsageError(f"{what} {run_id!r} in {self.path}")
+        return RunRecord.from_row(rows[0])
+
+    def runs(self, *, runbook: str | None = None, status: Sequence[str] = (),
+             limit: int = 50) -> list[RunRecord]:
+        where, params = [], []
+        if runbook:
+            where.append("runbook = ?")
+            params.append(runbook)
+        if status:
+            where.append(f"status IN ({', '.join('?' for _ in status)})")
+            params.extend(status)
+        sql = "SELECT * FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        return [RunRecord.from_row(r) for r in self._read(sql, [*params, limit])]
+
+    # -- steps -------------------------------------------------------------------
+
+    def begin_step(self, run_id: str, *, phase: str, kind: str, fence_halt: bool = False,
+                   **fields: Any) -> int:
+        """Write a step's intent. Fenced: the run must still be ours and stepping."""
+        with self._write("record a step before it runs") as conn:
+            row = conn.execute("SELECT status, owner FROM runs WHERE id = ?",
+                               (run_id,)).fetchone()
+            if row is None:
+                raise JournalError(f"no run {run_id}")
+            if row["status"] not in STEPPING_STATES or row["owner"] != self.owner:
+                raise JournalError(f"run {run_id} is {row['status']} and owned by "
+                                   f"{row['owner']}; this process may not act for it")
+            if fence_halt:
+                halt = conn.execute("SELECT value FROM flags WHERE name = ?",
+                                    (HALT_FLAG,)).fetchone()
+                if halt is not None:
+                    from selfdrive.sdk.errors import HaltedError
+
+                    raise HaltedError(f"autonomy was halted while the run was going: "
+                                      f"{json.loads(halt[0]).get('reason', '')}")
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE run_id = ?",
+                               (run_id,)).fetchone()[0]
+            values = self._encode({"run_id": run_id, "seq": seq, "phase": phase, "kind": kind,
+                                   "status": "started", "started_at": utcnow(), **fields})
+            cols = ", ".join(values)
+            marks = ", ".join("?" for _ in values)
+            cur = conn.execute(f"INSERT INTO steps ({cols}) VALUES ({marks})",
+                               list(values.values()))
+            return int(cur.lastrowid or 0)
+
+    def finish_step(self, step_id: int, *, status: str, **fields: Any) -> None:
+        values = self._encode({"status": status, "finished_at": utcnow(), **fields})
+        sets = ", ".join(f"{k} = ?" for k in values)
+        with self._write("record a step's result") as conn:
+            conn.execute(f"UPDATE steps SET {sets} WHERE id = ?", [*values.values(), step_id])
+
+    def steps(self, run_id: str) -> list[StepRecord]:
+        rows = self._read("SELECT * FROM steps WHERE run_id = ? ORDER BY seq", (run_id,))
+        return [StepRecord.from_row(r) for r in rows]
+
+    # -- events and flags --------------------------------------------------------
+
+    def event(self, kind: str, *, actor: str, run_id: str | None = None,
+              data: dict[str, Any] | None = None) -> None:
+        with self._write(f"record event {kind}") as conn:
+            self._append_event(conn, kind, actor, run_id, data)
+
+    def events(self, run_id: str | None = None) -> list[Event]:
+        if run_id is None:
+            rows = self._read("SELECT * FROM events ORDER BY id")
+        else:
+            rows = self._read("SELECT * FROM events WHERE run_id = ? ORDER BY id", (run_id,))
+        return [Event(id=r["id"], at=r["at"], kind=r["kind"], actor=r["actor"],
+                      run_id=r["run_id"], data=json.loads(r["data"]), prev_hash=r["prev_hash"],
+                      hash=r["hash"]) for r in rows]
+
+    def get_flag(self, name: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT value FROM flags WHERE name = ?", (name,))
+        return json.loads(rows[0]["value"]) if rows else None
+
+    def set_flag(self, name: str, value: dict[str, Any] | None, *, actor: str) -> None:
+        with self._write(f"set {name}") as conn:
+            if value is None:
+                conn.execute("DELETE FROM flags WHERE name = ?", (name,))
+                self._append_event(conn, f"{name}.off", actor, None, {})
+            else:
+                conn.execute("INSERT OR REPLACE INTO flags (name, value, set_by, set_at) "
+                             "VALUES (?, ?, ?, ?)", (name, canonical(value), actor, utcnow()))
+                self._append_event(conn, f"{name}.on", actor, None, value)
+
+    # -- learning inputs ---------------------------------------------------------
+
+    def recent_outcomes(self, runbook: str, limit: int) -> list[tuple[str, bool | None]]:
+        """(status, verified) of the latest finished live runs, newest first.
+
+        ``verified`` is True when verification passed, False when it failed, None when
+        no verification ran.
+        """
+        rows = self._read(
+            "SELECT status, verified FROM runs WHERE runbook = ? AND mode != 'dry-run' "
+            "AND status IN ('succeeded', 'failed', 'verification_failed', 'rolled_back', "
+            "'rollback_failed', 'interrupted') ORDER BY created_at DESC LIMIT ?",
+            (runbook, limit))
+        return [(r["status"], None if r["verified"] is None else bool(r["verified"]))
+                for r in rows]
+
+    def verified_successes(self, runbook: str) -> int:
+        rows = self._read("SELECT COUNT(*) AS n FROM runs WHERE runbook = ? AND "
+                          "status = 'succeeded' AND verified = 1 AND mode != 'dry-run'",
+                          (runbook,))
+        return int(rows[0]["n"])
+
+    # -- crash recovery ----------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Mark runs whose owning process died as ``interrupted``; never re-run them."""
+        marks = ", ".join("?" for _ in OWNED_STATES)
+        candidates = self._read(f"SELECT id, owner FROM runs WHERE status IN ({marks})",
+                                [s.value for s in OWNED_STATES])
+        dead = [r["id"] for r in candidates
+                if r["owner"] and r["owner"] != self.owner and owner_alive(r["owner"]) is False]
+        recovered = []
+        for run_id in dead:
+            with self._write(f"mark run {run_id} interrupted") as conn:
+                row = conn.execute("SELECT status, owner FROM runs WHERE id = ?",
+                                   (run_id,)).fetchone()
+                if row is None or row["status"] not in [s.value for s in OWNED_STATES] \
+                        or owner_alive(row["owner"]) is not False:
+                    continue
+                now = utcnow()
+                unknown = conn.execute(
+                    "UPDATE steps SET status = 'unknown', finished_at = ?, error = ? "
+                    "WHERE run_id = ? AND status = 'started'",
+                    (now, "the process died during this step; its outcome is unknown",
+                     run_id)).rowcount
+                conn.execute("UPDATE runs SET status = 'interrupted', finished_at = ?, "
+                             "updated_at = ?, error = ? WHERE id = ?",
+                             (now, now, f"process {row['owner']} died while the run was "
+                                        f"{row['status']}; not re-run", run_id))
+                self._append_event(conn, "run.interrupted", "selfdrive", run_id,
+                                   {"from": row["status"], "dead_owner": row["owner"],
+                                    "steps_outcome_unknown": unknown})
+            recovered.append(run_id)
+        return recovered
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+
+def open_journal(path: Path, *, busy_timeout: float = 5.0, recover: bool = True) -> SqliteJournal:
+    """Open (creating and migrating) the journal; recover runs of dead processes."""
+    journal = SqliteJournal(path, busy_timeout=busy_timeout)
+    if recover:
+        journal.recover()
+    return journal
