@@ -60,4 +60,4 @@ def parse_config(data: dict[str, object], path: Path) -> TeamConfig:
                 msg = "required key is missing"
             problems.append(f"{path}: {key}: {msg}")
         raise ConfigError("\n".join(problems)) from None
-    return config.model_copy(update={"path": path})
+    return config.located(path)

@@ -6,7 +6,7 @@ import enum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from selfdrive.sdk.vocabulary import Level, Risk
 
@@ -91,7 +91,7 @@ class TeamConfig(_Strict):
     entry_points: bool = True
     policy: PolicyConfig = PolicyConfig()
     executor: ExecutorConfig = ExecutorConfig()
-    path: Path | None = Field(default=None, exclude=True)
+    _path: Path | None = PrivateAttr(default=None)
 
     @field_validator("level", mode="before")
     @classmethod
@@ -104,8 +104,19 @@ class TeamConfig(_Strict):
         return value
 
     @property
+    def path(self) -> Path | None:
+        """The file this configuration was read from."""
+        return self._path
+
+    def located(self, path: Path) -> TeamConfig:
+        """A copy that knows which file it came from (paths resolve against its folder)."""
+        copy = self.model_copy()
+        copy._path = path
+        return copy
+
+    @property
     def root(self) -> Path:
-        return self.path.parent if self.path else Path.cwd()
+        return self._path.parent if self._path else Path.cwd()
 
     @property
     def journal_path(self) -> Path:

@@ -8,6 +8,7 @@ run, and the live run follows.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import secrets
@@ -29,6 +30,7 @@ from selfdrive.journal.store import HALT_FLAG, Journal
 from selfdrive.learning.records import track_record
 from selfdrive.policy.decide import Decision, Firing, Halt, Request, Situation, decide
 from selfdrive.registry.load import Registry
+from selfdrive.sdk.command import render_text
 from selfdrive.sdk.errors import (
     HaltedError,
     JournalError,
@@ -163,6 +165,7 @@ class Executor:
         rb = self.registry.get(request.runbook)
         values = rb.validate_params(request.params)
         redact = Redactor.for_params(values)
+        lock_key = render_text(rb.lock, values) if rb.lock else None
         decision = self.decide(rb, request)
         self.observer.message(f"decision: {decision.mode.value}")
         for reason in decision.reasons:
@@ -193,7 +196,7 @@ class Executor:
             decision={"mode": decision.mode.value, "reasons": list(decision.reasons),
                       "rule": decision.rule.value},
             data={"mode": decision.mode.value, "reasons": list(decision.reasons),
-                  "plan_hash": plan.hash})
+                  "plan_hash": plan.hash, "lock": lock_key})
         self._journal_plan(run.id, plan)
 
         def outcome(record: RunRecord, code: int, message: str = "") -> RunOutcome:
@@ -222,8 +225,21 @@ class Executor:
                                                                 actor, approver)
             if not approved:
                 return outcome(record, 3 if record.status is S.PENDING_APPROVAL else 1, message)
-        code, message = self._execute(rb, run.id, values, redact, actor,
-                                      fence_halt=decision.mode is Mode.AUTONOMOUS)
+        if lock_key is not None:
+            # Twice the timeout: the rollback gets a fresh budget of its own.
+            holder = self.journal.acquire_lock(lock_key, run.id,
+                                               ttl=2 * rb.timeout.total_seconds() + 60)
+            if holder is not None:
+                why = f"lock {lock_key!r} is held by run {holder}"
+                record = self.journal.transition(run.id, S.SKIPPED, actor=actor, error=why)
+                return outcome(record, 1, f"skipped: {why}; nothing was changed")
+        try:
+            code, message = self._execute(rb, run.id, values, redact, actor,
+                                          fence_halt=decision.mode is Mode.AUTONOMOUS)
+        finally:
+            if lock_key is not None:
+                with contextlib.suppress(JournalError):
+                    self.journal.release_lock(lock_key, run.id)
         return outcome(self.journal.get_run(run.id), code, message)
 
     def _attended_approval(self, rb: Runbook, run: RunRecord, plan: Plan, decision: Decision,

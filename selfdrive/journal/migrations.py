@@ -35,3 +35,9 @@ def m0001(db: Any) -> None:
     }, pk="id", not_null={"at", "kind", "actor", "data", "prev_hash", "hash"})
     db["events"].create_index(["run_id"])
     db["flags"].create({"name": str, "value": str, "set_by": str, "set_at": str}, pk="name")
+
+
+@migrations(name="0002_locks")
+def m0002(db: Any) -> None:
+    db["locks"].create({"key": str, "run_id": str, "owner": str, "acquired_at": str,
+                        "expires_at": str}, pk="key")

@@ -144,6 +144,12 @@ class Journal(abc.ABC):
     def verified_successes(self, runbook: str) -> int: ...
 
     @abc.abstractmethod
+    def acquire_lock(self, key: str, run_id: str, *, ttl: float) -> str | None: ...
+
+    @abc.abstractmethod
+    def release_lock(self, key: str, run_id: str) -> None: ...
+
+    @abc.abstractmethod
     def recover(self) -> list[str]: ...
 
     @abc.abstractmethod
@@ -409,6 +415,34 @@ class SqliteJournal(Journal):
                           (runbook,))
         return int(rows[0]["n"])
 
+    # -- locks -------------------------------------------------------------------
+
+    def acquire_lock(self, key: str, run_id: str, *, ttl: float) -> str | None:
+        """Take the lease on ``key`` for ``run_id``; return the holder's run id if taken.
+
+        A lease whose run has ended, whose owner died or whose expiry passed is free.
+        """
+        now = datetime.now(UTC)
+        with self._write(f"take lock {key!r}") as conn:
+            row = conn.execute("SELECT l.run_id, l.owner, l.expires_at, r.status FROM locks l "
+                               "LEFT JOIN runs r ON r.id = l.run_id WHERE l.key = ?",
+                               (key,)).fetchone()
+            if row is not None and row["run_id"] != run_id:
+                live = (row["status"] is not None and not RunState(row["status"]).final
+                        and datetime.fromisoformat(row["expires_at"]) > now
+                        and owner_alive(row["owner"]) is not False)
+                if live:
+                    return str(row["run_id"])
+            expires = datetime.fromtimestamp(now.timestamp() + ttl, UTC)
+            conn.execute("INSERT OR REPLACE INTO locks (key, run_id, owner, acquired_at, "
+                         "expires_at) VALUES (?, ?, ?, ?, ?)",
+                         (key, run_id, self.owner, now.isoformat(), expires.isoformat()))
+        return None
+
+    def release_lock(self, key: str, run_id: str) -> None:
+        with self._write(f"release lock {key!r}") as conn:
+            conn.execute("DELETE FROM locks WHERE key = ? AND run_id = ?", (key, run_id))
+
     # -- crash recovery ----------------------------------------------------------
 
     def recover(self) -> list[str]:
@@ -436,6 +470,7 @@ class SqliteJournal(Journal):
                              "updated_at = ?, error = ? WHERE id = ?",
                              (now, now, f"process {row['owner']} died while the run was "
                                         f"{row['status']}; not re-run", run_id))
+                conn.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
                 self._append_event(conn, "run.interrupted", "selfdrive", run_id,
                                    {"from": row["status"], "dead_owner": row["owner"],
                                     "steps_outcome_unknown": unknown})

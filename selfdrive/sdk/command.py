@@ -92,6 +92,36 @@ def _environment() -> Any:
     return _make_environment()
 
 
+@functools.cache
+def _text_environment() -> Any:
+    env = _make_environment()
+    env.finalize = _plain
+    return env
+
+
+def _plain(value: object) -> str:
+    if value is None:
+        raise TemplateError("a template interpolated None; pass a value or leave it out")
+    return str(value)
+
+
+def render_text(template: str, variables: Mapping[str, Any]) -> str:
+    """Render a non-shell template (a lock key, a label) in the same sandbox, unquoted.
+
+    Secrets are masked: a key or label is stored and shown, so it must never hold one.
+    """
+    from jinja2 import TemplateSyntaxError
+
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise TemplateError(f"template longer than {MAX_TEMPLATE_CHARS} characters")
+    try:
+        compiled = _text_environment().from_string(template)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"template syntax error in {template!r}: {exc.message}") from None
+    return _render(compiled, template, {k: _unwrap(v, reveal=False)
+                                        for k, v in variables.items()})
+
+
 @functools.lru_cache(maxsize=512)
 def _compile(template: str) -> Template:
     from jinja2 import TemplateSyntaxError

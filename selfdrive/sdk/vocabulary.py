@@ -103,13 +103,15 @@ class RunState(enum.StrEnum):
 
 
 _S = RunState
-# Any live state may become INTERRUPTED: that is written by recovery, not by the run.
+# INTERRUPTED is written by crash recovery for states a live process owns; a run
+# waiting for a human (pending_approval) belongs to no process and is never interrupted.
 TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     _S.REQUESTED: frozenset({_S.DECIDED, _S.SKIPPED, _S.INTERRUPTED}),
     _S.DECIDED: frozenset({_S.PLANNED, _S.PENDING_APPROVAL, _S.RUNNING, _S.SKIPPED, _S.FAILED,
                            _S.PRECONDITION_FAILED, _S.INTERRUPTED}),
     _S.PENDING_APPROVAL: frozenset({_S.APPROVED, _S.DENIED, _S.EXPIRED}),
-    _S.APPROVED: frozenset({_S.RUNNING, _S.PENDING_APPROVAL, _S.EXPIRED, _S.INTERRUPTED}),
+    _S.APPROVED: frozenset({_S.RUNNING, _S.PENDING_APPROVAL, _S.EXPIRED, _S.SKIPPED,
+                            _S.INTERRUPTED}),
     _S.RUNNING: frozenset({_S.PRECONDITION_FAILED, _S.FAILED, _S.VERIFICATION_FAILED,
                            _S.SUCCEEDED, _S.INTERRUPTED}),
     _S.FAILED: frozenset({_S.ROLLING_BACK}),
