@@ -8,14 +8,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from selfdrive.cli.render import (
-    TerminalObserver,
     emit_json,
     isatty,
     short_time,
     status,
     table,
 )
-from selfdrive.cli.session import Session, parse_params, session
+from selfdrive.cli.session import parse_params, session
 
 if TYPE_CHECKING:
     from selfdrive.executor.engine import RunOutcome
@@ -30,12 +29,6 @@ json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print machine-readable JSON on stdout.")
 
 
-def _executor(s: Session, *, quiet: bool) -> Any:
-    from selfdrive.executor.engine import Executor
-
-    return Executor(s.config, s.registry, s.journal, observer=TerminalObserver(quiet=quiet))
-
-
 def _submit(name: str, params: tuple[str, ...], *, dry_run: bool, yes: bool,
             as_json: bool) -> None:
     from selfdrive.executor.engine import RunRequest
@@ -45,7 +38,7 @@ def _submit(name: str, params: tuple[str, ...], *, dry_run: bool, yes: bool,
     rb = s.registry.get(name)
     rb.validate_params(values)  # a bad parameter is reported before the journal is touched
     s.warn_problems()
-    executor = _executor(s, quiet=as_json)
+    executor = s.executor(quiet=as_json)
     approver = None
     if yes:
         approver = _yes
@@ -151,10 +144,10 @@ def explain(name: str, alert_name: str | None, domain: str | None, as_json: bool
     if alert_name:
         firing = Firing(kind="alert", name=alert_name,
                         own=any(t.name == alert_name for t in rb.triggers), domain=domain)
-    executor = _executor(s, quiet=True)
+    executor = s.executor(quiet=True)
     record = track_record(s.journal, rb.name, s.config.policy.track_record)
     decision = decide(rb, Request(requested_by=s.actor, firing=firing), s.config, record,
-                      datetime.now(UTC), situation=executor.situation())
+                      datetime.now(UTC), situation=executor.situation(rb))
     if as_json:
         emit_json({"runbook": rb.name, "risk": rb.risk.name, "level": s.config.level.name,
                    "mode": decision.mode.value, "reasons": list(decision.reasons),
@@ -207,8 +200,10 @@ def logs(run_id: str, as_json: bool) -> None:
     journal = session().journal
     run = journal.get_run(run_id)
     steps = journal.steps(run.id)
+    approvals = journal.approvals(run.id)
     if as_json:
-        emit_json({"run": run.as_json(), "steps": [s.as_json() for s in steps]})
+        emit_json({"run": run.as_json(), "steps": [s.as_json() for s in steps],
+                   "approvals": [a.as_json() for a in approvals]})
         return
     click.secho(f"run {run.id}: {run.runbook}", bold=True)
     click.echo(f"status {status(run.status.value)}, mode {run.mode}, requested by "
@@ -219,6 +214,10 @@ def logs(run_id: str, as_json: bool) -> None:
         click.echo(f"  - {reason}")
     if run.plan_hash:
         click.echo(f"plan {run.plan_hash[:12]}")
+    for a in approvals:
+        verb = "approved" if a.decision == "approve" else "denied"
+        click.echo(f"{verb} by {a.actor} (os user {a.os_user}) at {short_time(a.at)} for plan "
+                   f"{a.plan_hash[:12]}" + (f": {a.reason}" if a.reason else ""))
     if run.error:
         click.secho(f"error: {run.error}", fg="red")
     click.echo("")

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 # name -> (module, function, one-line help shown by --help without importing the module)
-_P, _R = "selfdrive.cli.cmd_project", "selfdrive.cli.cmd_runs"
+_P, _R, _A = "selfdrive.cli.cmd_project", "selfdrive.cli.cmd_runs", "selfdrive.cli.cmd_approvals"
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "init": (_P, "init", "Scaffold selfdrive.toml and a runbooks/ folder."),
     "list": (_P, "list_", "List the runbooks the registry finds."),
@@ -26,6 +26,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logs": (_R, "logs", "Show one run's steps, commands and output."),
     "halt": (_R, "halt", "Stop all autonomy: nothing runs without a human."),
     "unhalt": (_R, "unhalt", "Turn the halt switch off."),
+    "approvals": (_A, "approvals", "List runs waiting for a human."),
+    "approve": (_A, "approve", "Approve a pending run's plan."),
+    "deny": (_A, "deny", "Deny a pending run."),
+    "resume": (_A, "resume", "Run an approved run (its plan and approvers checked again)."),
+    "audit": (_A, "audit", "Verify the journal's hash chain, or print its head."),
 }
 
 

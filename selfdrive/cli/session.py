@@ -10,9 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+NOTIFY_FLUSH_SECONDS = 10.0
+
 if TYPE_CHECKING:
     from selfdrive.config.model import TeamConfig
+    from selfdrive.executor.engine import Executor
     from selfdrive.journal.store import SqliteJournal
+    from selfdrive.notify.webhook import Notifier
     from selfdrive.registry.load import Registry
 
 
@@ -54,13 +58,43 @@ class Session:
 
     @cached_property
     def actor(self) -> str:
-        return self._acting_as or os.environ.get("SELFDRIVE_USER") or self.os_user
+        """Who is acting; refused when the team makes the OS user authoritative."""
+        declared = self._acting_as or os.environ.get("SELFDRIVE_USER")
+        if declared and declared != self.os_user and self.config.identity.os_user_authoritative:
+            from selfdrive.sdk.errors import UsageError
+
+            raise UsageError(f"this team makes the OS user authoritative: you are "
+                             f"{self.os_user!r}, not {declared!r}; drop --as/SELFDRIVE_USER")
+        return declared or self.os_user
+
+    @cached_property
+    def notifier(self) -> Notifier | None:
+        if not self.config.notify.webhooks:
+            return None
+        from selfdrive.notify.webhook import Notifier
+
+        def journal_failure(event: str, data: dict[str, Any]) -> None:
+            self.journal.event("notification.failed", actor="selfdrive",
+                               run_id=data.get("run_id"), data={"event": event, **data})
+
+        return Notifier(self.config.notify.webhooks, root=self.config.root,
+                        team=self.config.team, on_failure=journal_failure)
+
+    def executor(self, *, quiet: bool = False) -> Executor:
+        from selfdrive.cli.render import TerminalObserver
+        from selfdrive.executor.engine import Executor
+
+        return Executor(self.config, self.registry, self.journal,
+                        observer=TerminalObserver(quiet=quiet), notifier=self.notifier)
 
     def warn_problems(self) -> None:
         for problem in self.registry.problems:
             click.secho(f"warning: {problem}", fg="yellow", err=True)
 
     def close(self) -> None:
+        notifier = self.__dict__.get("notifier")
+        if notifier is not None:
+            notifier.flush(NOTIFY_FLUSH_SECONDS)  # bounded: the run itself is already recorded
         if self._journal is not None:
             self._journal.close()
 

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import enum
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
-from selfdrive.sdk.vocabulary import Level, Risk
+from selfdrive.sdk.vocabulary import Level, Risk, parse_duration
 
 
 class Rule(enum.StrEnum):
@@ -74,6 +82,135 @@ class PolicyConfig(_Strict):
         return Risk.parse(value) if isinstance(value, str) else value
 
 
+def _risk_keyed(value: object, what: str) -> object:
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, object] = {}
+    for key, item in value.items():
+        name = Risk.parse(key).name  # raises a ValueError naming the allowed classes
+        if name in out:
+            raise ValueError(f"{what}: risk {name} is given twice")
+        out[name] = item
+    return out
+
+
+class ApprovalsConfig(_Strict):
+    """Who may approve what, how many must, and for how long an approval holds."""
+
+    expiry: timedelta = timedelta(hours=1)
+    approvers: dict[str, list[str]] = Field(default_factory=dict)
+    min_approvers: dict[str, Annotated[int, Field(ge=1, le=10)]] = Field(
+        default_factory=lambda: {"CRITICAL": 2})
+
+    @field_validator("expiry", mode="before")
+    @classmethod
+    def _expiry(cls, value: object) -> object:
+        if isinstance(value, str | int | float):
+            duration = parse_duration(value)
+            if duration <= timedelta(0):
+                raise ValueError("expiry must be positive")
+            return duration
+        return value
+
+    @field_validator("approvers", mode="before")
+    @classmethod
+    def _approvers(cls, value: object) -> object:
+        return _risk_keyed(value, "approvals.approvers")
+
+    @field_validator("min_approvers", mode="before")
+    @classmethod
+    def _min(cls, value: object) -> object:
+        return _risk_keyed(value, "approvals.min_approvers")
+
+    def allowed(self, risk: Risk) -> list[str] | None:
+        """The people who may approve ``risk``; None means anyone."""
+        return self.approvers.get(risk.name)
+
+    def needed(self, risk: Risk) -> int:
+        return self.min_approvers.get(risk.name, 1)
+
+
+class FreezeWindow(_Strict):
+    """A change freeze: a date range, or the minutes a cron expression matches."""
+
+    name: str
+    start: datetime | None = None
+    end: datetime | None = None
+    cron: str | None = None
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as "
+                             f"'Europe/Berlin')") from None
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from cronsim import CronSim, CronSimError
+
+        try:
+            CronSim(value, datetime(2000, 1, 1))
+        except CronSimError as exc:
+            raise ValueError(f"bad cron expression {value!r}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> FreezeWindow:
+        ranged = self.start is not None or self.end is not None
+        if ranged == (self.cron is not None):
+            raise ValueError(f"freeze {self.name!r}: give either start and end, or cron")
+        if ranged and (self.start is None or self.end is None or self.start >= self.end):
+            raise ValueError(f"freeze {self.name!r}: needs start before end")
+        return self
+
+
+class GuardrailsConfig(_Strict):
+    """Limits that turn an autonomous run into a pending approval."""
+
+    rate_limit_per_runbook: Annotated[int, Field(ge=0)] = 5
+    rate_limit_total: Annotated[int, Field(ge=0)] = 20
+    rate_window: timedelta = timedelta(hours=1)
+    blast_radius: Annotated[int, Field(ge=1)] = 10
+    freeze: list[FreezeWindow] = Field(default_factory=list)
+
+    @field_validator("rate_window", mode="before")
+    @classmethod
+    def _window(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str | int | float) else value
+
+
+class Webhook(_Strict):
+    """Where notifications go. The template renders the JSON body (Slack-compatible default)."""
+
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    template: str | None = None
+    timeout: Annotated[float, Field(gt=0, le=30)] = 3.0
+    retries: Annotated[int, Field(ge=0, le=5)] = 2
+    events: list[str] = Field(default_factory=lambda: [
+        "approval.requested", "approval.granted", "approval.denied", "approval.expired",
+        "guardrail.tripped"])
+
+
+class NotifyConfig(_Strict):
+    webhooks: list[Webhook] = Field(default_factory=list)
+
+
+class IdentityConfig(_Strict):
+    """Whose word counts for who is acting."""
+
+    os_user_authoritative: bool = False
+
+
 class ExecutorConfig(_Strict):
     """Limits the executor applies to every run."""
 
@@ -90,6 +227,10 @@ class TeamConfig(_Strict):
     journal: str = ".selfdrive/journal.db"
     entry_points: bool = True
     policy: PolicyConfig = PolicyConfig()
+    approvals: ApprovalsConfig = ApprovalsConfig()
+    guardrails: GuardrailsConfig = GuardrailsConfig()
+    notify: NotifyConfig = NotifyConfig()
+    identity: IdentityConfig = IdentityConfig()
     executor: ExecutorConfig = ExecutorConfig()
     _path: Path | None = PrivateAttr(default=None)
 

@@ -108,9 +108,11 @@ class RunContext(Context):
         s.sink.finish(token, status, exit_code=result.exit_code, stdout=stdout, stderr=stderr,
                       truncated=cut_out or cut_err, duration=round(result.duration, 6),
                       error=s.redact(result.error))
+        # Redact before cutting the tail, so that no part of a secret survives the cut.
+        detail = (s.redact(result.error or result.stderr) or "")[-500:] or None
         s.observer.step(StepEvent(s.phase, "command", status, str(command), target,
                                   duration=result.duration, exit_code=result.exit_code,
-                                  detail=s.redact(result.error or result.stderr[-500:] or None)))
+                                  detail=detail))
         if result.timed_out and self.remaining() <= 0:
             raise RunTimeoutError(f"the runbook's timeout passed while running: {command}")
         if check and not result.ok:

@@ -13,7 +13,7 @@ import getpass
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +28,7 @@ from selfdrive.executor.sinks import JournalSink, MemorySink, StepSink
 from selfdrive.journal.records import RunRecord
 from selfdrive.journal.store import HALT_FLAG, Journal
 from selfdrive.learning.records import track_record
+from selfdrive.notify.webhook import Notifier
 from selfdrive.policy.decide import Decision, Firing, Halt, Request, Situation, decide
 from selfdrive.registry.load import Registry
 from selfdrive.sdk.command import render_text
@@ -72,13 +73,6 @@ class RunOutcome:
     message: str = ""
 
 
-class _HookFailed(Exception):
-    def __init__(self, hook: Hook, detail: str) -> None:
-        self.hook = hook
-        self.detail = detail
-        super().__init__(f"{hook.name}: {detail}")
-
-
 def new_run_id(now: datetime) -> str:
     """Sortable and readable: ``20261125-213900-3f9a1c``."""
     return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
@@ -99,7 +93,8 @@ class Executor:
     def __init__(self, config: TeamConfig, registry: Registry, journal: Journal, *,
                  observer: Observer | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 target: Target | None = None) -> None:
+                 target: Target | None = None, notifier: Notifier | None = None) -> None:
+        self.notifier = notifier
         self.config = config
         self.registry = registry
         self.journal = journal
@@ -109,18 +104,27 @@ class Executor:
 
     # -- deciding ----------------------------------------------------------------
 
-    def situation(self) -> Situation:
+    def situation(self, rb: Runbook | None = None) -> Situation:
+        """What guardrails read: the halt switch and recent autonomous runs."""
         flag = self.journal.get_flag(HALT_FLAG)
-        if flag is None:
-            return Situation()
-        return Situation(halt=Halt(by=flag.get("by", "?"), reason=flag.get("reason", ""),
-                                   since=datetime.fromisoformat(flag["since"])))
+        halted = None if flag is None else Halt(
+            by=flag.get("by", "?"), reason=flag.get("reason", ""),
+            since=datetime.fromisoformat(flag["since"]))
+        since = (self.clock() - self.config.guardrails.rate_window).astimezone(UTC)
+        since_text = since.isoformat(timespec="microseconds")
+        mode = Mode.AUTONOMOUS.value
+        return Situation(
+            halt=halted,
+            autonomous_runs_of_runbook=0 if rb is None else self.journal.count_runs(
+                since=since_text, mode=mode, runbook=rb.name),
+            autonomous_runs_total=self.journal.count_runs(since=since_text, mode=mode))
 
-    def decide(self, rb: Runbook, request: RunRequest) -> Decision:
+    def decide(self, rb: Runbook, request: RunRequest, *, targets: int | None = None
+               ) -> Decision:
         record = track_record(self.journal, rb.name, self.config.policy.track_record)
         return decide(rb, Request(requested_by=request.requested_by, firing=request.firing,
-                                  dry_run=request.dry_run),
-                      self.config, record, self.clock(), situation=self.situation())
+                                  dry_run=request.dry_run, targets=targets),
+                      self.config, record, self.clock(), situation=self.situation(rb))
 
     # -- planning ----------------------------------------------------------------
 
@@ -132,6 +136,7 @@ class Executor:
         errors from the runbook's code come back as a plan note and re-raise.
         """
         sink = MemorySink()
+        observer = observer or SilentObserver()
         ctx = self._context(run_id, Mode.DRY_RUN, values, sink, rb, observer=observer)
         checks: list[CheckOutcome] = []
         notes: list[str] = []
@@ -166,23 +171,23 @@ class Executor:
         values = rb.validate_params(request.params)
         redact = Redactor.for_params(values)
         lock_key = render_text(rb.lock, values) if rb.lock else None
-        decision = self.decide(rb, request)
-        self.observer.message(f"decision: {decision.mode.value}")
-        for reason in decision.reasons:
-            self.observer.message(f"  - {reason}")
         run_id = new_run_id(self.clock())
         plan_error: BaseException | None = None
         try:
             # Planning is shown step by step only when the plan is what was asked for.
             plan = self.plan(rb, values, run_id=run_id,
-                             observer=self.observer if decision.mode is Mode.DRY_RUN
-                             else SilentObserver())
+                             observer=self.observer if request.dry_run else SilentObserver())
         except UsageError:
             raise
         except Exception as exc:  # the runbook's own code failed while planning
             plan_error = exc
             plan = Plan(runbook=rb.name, code_digest=code_digest(rb),
                         params=rb.masked_params(values), steps=())
+        # Decided after planning: the blast radius is the plan's own target count.
+        decision = self.decide(rb, request, targets=len(plan.targets))
+        self.observer.message(f"decision: {decision.mode.value}")
+        for reason in decision.reasons:
+            self.observer.message(f"  - {reason}")
         actor = request.requested_by
         run = self.journal.create_run({
             "id": run_id, "runbook": rb.name, "mode": decision.mode.value,
@@ -196,8 +201,12 @@ class Executor:
             decision={"mode": decision.mode.value, "reasons": list(decision.reasons),
                       "rule": decision.rule.value},
             data={"mode": decision.mode.value, "reasons": list(decision.reasons),
-                  "plan_hash": plan.hash, "lock": lock_key})
-        self._journal_plan(run.id, plan)
+                  "plan_hash": plan.hash, "lock": lock_key, "targets": list(plan.targets)})
+        self.journal_plan(run.id, plan)
+        if decision.guardrails and decision.mode is Mode.APPROVAL:
+            self.journal.event("guardrail.tripped", actor="selfdrive", run_id=run.id,
+                               data={"guardrails": list(decision.guardrails)})
+            self.notify("guardrail.tripped", run, actor=actor, reasons=decision.reasons)
 
         def outcome(record: RunRecord, code: int, message: str = "") -> RunOutcome:
             return RunOutcome(run=record, plan=plan, decision=decision, exit_code=code,
@@ -221,60 +230,86 @@ class Executor:
             record = self.journal.transition(run.id, S.PLANNED, actor=actor)
             return outcome(record, 0, "planned; nothing was changed")
         if decision.mode is Mode.APPROVAL:
-            record, approved, message = self._attended_approval(rb, run, plan, decision,
-                                                                actor, approver)
+            record, approved, message = self._attended_approval(
+                rb, run, plan, decision, actor, request.os_user, approver)
             if not approved:
                 return outcome(record, 3 if record.status is S.PENDING_APPROVAL else 1, message)
+        code, message = self.execute_locked(rb, run.id, values, redact, actor, lock_key,
+                                            fence_halt=decision.mode is Mode.AUTONOMOUS)
+        return outcome(self.journal.get_run(run.id), code, message)
+
+    def execute_locked(self, rb: Runbook, run_id: str, values: Mapping[str, Any],
+                       redact: Redactor, actor: str, lock_key: str | None, *,
+                       fence_halt: bool) -> tuple[int, str]:
+        """Take the run's lock (or skip it, naming the holder), run it, release the lock."""
         if lock_key is not None:
             # Twice the timeout: the rollback gets a fresh budget of its own.
-            holder = self.journal.acquire_lock(lock_key, run.id,
+            holder = self.journal.acquire_lock(lock_key, run_id,
                                                ttl=2 * rb.timeout.total_seconds() + 60)
             if holder is not None:
                 why = f"lock {lock_key!r} is held by run {holder}"
-                record = self.journal.transition(run.id, S.SKIPPED, actor=actor, error=why)
-                return outcome(record, 1, f"skipped: {why}; nothing was changed")
+                self.journal.transition(run_id, S.SKIPPED, actor=actor, error=why)
+                return 1, f"skipped: {why}; nothing was changed"
         try:
-            code, message = self._execute(rb, run.id, values, redact, actor,
-                                          fence_halt=decision.mode is Mode.AUTONOMOUS)
+            return self._execute(rb, run_id, values, redact, actor, fence_halt=fence_halt)
         finally:
             if lock_key is not None:
                 with contextlib.suppress(JournalError):
-                    self.journal.release_lock(lock_key, run.id)
-        return outcome(self.journal.get_run(run.id), code, message)
+                    self.journal.release_lock(lock_key, run_id)
 
     def _attended_approval(self, rb: Runbook, run: RunRecord, plan: Plan, decision: Decision,
-                           actor: str, approver: Approver | None) -> tuple[RunRecord, bool, str]:
+                           actor: str, os_user: str,
+                           approver: Approver | None) -> tuple[RunRecord, bool, str]:
+        rules = self.config.approvals
         threshold = self.config.policy.separation_of_duties
+        allowed = rules.allowed(rb.risk)
+        why = ""
         if approver is None:
-            record = self._pending(run.id, actor, "no one is at a terminal to approve it")
-            return record, False, (f"waiting for approval as run {run.id} (plan "
-                                   f"{plan.hash[:12]}); no terminal to ask and no --yes")
-        if rb.risk >= threshold:
-            record = self._pending(run.id, actor, f"{rb.risk.name} risk needs an approver other "
-                                                  f"than the requester ({actor})")
-            return record, False, (f"{rb.risk.name} risk: someone other than {actor} must "
-                                   f"approve run {run.id} (separation of duties at "
-                                   f"{threshold.name} and above)")
-        record = self.journal.transition(run.id, S.PENDING_APPROVAL, actor=actor, owner=None,
-                                         data={"plan_hash": plan.hash})
-        if approver(record, plan, decision):
-            self.journal.transition(run.id, S.APPROVED, actor=actor, owner=self.journal.owner,
-                                    data={"approver": actor, "plan_hash": plan.hash,
-                                          "attended": True})
-            return self.journal.get_run(run.id), True, ""
-        record = self.journal.transition(run.id, S.DENIED, actor=actor,
-                                         error=f"denied by {actor} at the prompt",
-                                         data={"by": actor, "attended": True})
-        return record, False, f"denied by {actor}; nothing was changed"
+            why = "no one is at a terminal to approve it"
+            message = (f"waiting for approval as run {run.id} (plan {plan.hash[:12]}); no "
+                       f"terminal to ask and no --yes")
+        elif rb.risk >= threshold:
+            why = f"{rb.risk.name} risk needs an approver other than the requester ({actor})"
+            message = (f"{rb.risk.name} risk: someone other than {actor} must approve run "
+                       f"{run.id} (separation of duties at {threshold.name} and above)")
+        elif allowed is not None and actor not in allowed:
+            why = f"{actor} may not approve {rb.risk.name} risk"
+            message = (f"{actor} may not approve {rb.risk.name} risk; one of "
+                       f"{', '.join(allowed)} must approve run {run.id}")
+        elif rules.needed(rb.risk) > 1:
+            why = f"{rb.risk.name} risk needs {rules.needed(rb.risk)} distinct approvers"
+            message = f"{why}; run {run.id} waits for them"
+        record = self.journal.transition(
+            run.id, S.PENDING_APPROVAL, actor=actor, owner=None,
+            expires_at=(self.clock() + rules.expiry).astimezone(UTC).isoformat(),
+            data={"plan_hash": plan.hash, "why": why or "asked at the terminal"})
+        if why:
+            self.notify("approval.requested", record, actor=actor, reasons=decision.reasons,
+                        detail=why)
+            return record, False, message
+        assert approver is not None
+        if not approver(record, plan, decision):
+            record = self.journal.record_denial(run.id, actor=actor, os_user=os_user,
+                                                reason="denied at the prompt",
+                                                plan_hash=plan.hash)
+            return record, False, f"denied by {actor}; nothing was changed"
+        self.journal.record_approval(
+            run.id, actor=actor, os_user=os_user, plan_hash=plan.hash,
+            reason="approved at the terminal", counts=lambda _: True, needed=1,
+            expires_at=(self.clock() + rules.expiry).astimezone(UTC).isoformat())
+        return self.journal.get_run(run.id), True, ""
 
-    def _pending(self, run_id: str, actor: str, why: str) -> RunRecord:
-        return self.journal.transition(run_id, S.PENDING_APPROVAL, actor=actor, owner=None,
-                                       data={"why": why})
+    def notify(self, event: str, run: RunRecord, *, actor: str, reasons: Sequence[str] = (),
+               detail: str = "") -> None:
+        """Tell the team's webhooks; never blocks or fails the run."""
+        if self.notifier is not None:
+            self.notifier.send(event, run=run.as_json(), actor=actor, reasons=reasons,
+                               detail=detail)
 
     def _execute(self, rb: Runbook, run_id: str, values: Mapping[str, Any], redact: Redactor,
                  actor: str, *, fence_halt: bool) -> tuple[int, str]:
         """The live run: preconditions, body, verifications, rollback."""
-        self.journal.transition(run_id, S.RUNNING, actor=actor)
+        self.journal.transition(run_id, S.RUNNING, actor=actor, owner=self.journal.owner)
         sink = JournalSink(self.journal, run_id, fence_halt=fence_halt)
         ctx = self._context(run_id, Mode.AUTONOMOUS if fence_halt else Mode.APPROVAL, values,
                             sink, rb)
@@ -379,10 +414,10 @@ class Executor:
             token = sink.begin("verify", "check", name=hook.name, attempt=attempt)
             try:
                 result = rb.call_hook(hook, ctx, values)
-            except (UsageError, JournalError, KeyboardInterrupt):
+            except (JournalError, KeyboardInterrupt):
                 sink.finish(token, "error")
                 raise
-            except ReadOnlyViolationError as exc:  # a definition bug: retrying cannot help
+            except (ReadOnlyViolationError, UsageError) as exc:  # a definition bug: no retry
                 detail = ctx._scope.redact(str(exc)) or ""
                 sink.finish(token, "failed", error=detail)
                 return False, detail
@@ -415,13 +450,14 @@ class Executor:
             deadline=time.monotonic() + rb.timeout.total_seconds(),
             output_limit=ex.output_limit, command_timeout=ex.command_timeout))
 
-    def _journal_plan(self, run_id: str, plan: Plan) -> None:
-        for step in plan.steps:
-            token = self.journal.begin_step(
-                run_id, phase=f"plan:{step.phase}", kind=step.kind, name=step.name,
-                target=step.target, command=step.command, readonly=step.readonly,
-                planned=step.is_change, stdout=step.text, data=step.data)
-            self.journal.finish_step(token, status=step.status, exit_code=step.exit_code)
+    def journal_plan(self, run_id: str, plan: Plan) -> None:
+        """Record what the plan saw and would change, bound to its hash."""
+        self.journal.add_plan_steps(run_id, plan.hash, [
+            {"phase": f"plan:{step.phase}", "kind": step.kind, "name": step.name,
+             "target": step.target, "command": step.command, "readonly": step.readonly,
+             "planned": step.is_change, "stdout": step.text, "data": step.data,
+             "status": step.status, "exit_code": step.exit_code}
+            for step in plan.steps])
 
 
 def _planned(step: dict[str, Any], redact: Redactor) -> PlannedStep:

@@ -41,3 +41,16 @@ def m0001(db: Any) -> None:
 def m0002(db: Any) -> None:
     db["locks"].create({"key": str, "run_id": str, "owner": str, "acquired_at": str,
                         "expires_at": str}, pk="key")
+
+
+@migrations(name="0003_approvals")
+def m0003(db: Any) -> None:
+    db["approvals"].create({
+        "id": int, "run_id": str, "decision": str, "actor": str, "os_user": str,
+        "plan_hash": str, "reason": str, "at": str,
+    }, pk="id", not_null={"run_id", "decision", "actor", "plan_hash", "at"},
+        foreign_keys=[("run_id", "runs", "id")])
+    db["approvals"].create_index(["run_id"])
+    db["runs"].add_column("expires_at", str)
+    db["steps"].add_column("plan_hash", str)
+    db["runs"].create_index(["mode", "created_at"])

@@ -30,6 +30,7 @@ class RunRecord:
     started_at: str | None
     finished_at: str | None
     updated_at: str | None
+    expires_at: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunRecord:
@@ -43,6 +44,7 @@ class RunRecord:
             plan_hash=row["plan_hash"], owner=row["owner"], error=row["error"],
             created_at=row["created_at"], started_at=row["started_at"],
             finished_at=row["finished_at"], updated_at=row["updated_at"],
+            expires_at=row.get("expires_at"),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -52,7 +54,7 @@ class RunRecord:
             "os_user": self.os_user, "params": self.params, "decision": self.decision,
             "firing": self.firing, "plan_hash": self.plan_hash, "error": self.error,
             "created_at": self.created_at, "started_at": self.started_at,
-            "finished_at": self.finished_at,
+            "finished_at": self.finished_at, "expires_at": self.expires_at,
         }
 
 
@@ -81,6 +83,7 @@ class StepRecord:
     started_at: str
     finished_at: str | None
     duration: float | None
+    plan_hash: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> StepRecord:
@@ -92,8 +95,31 @@ class StepRecord:
             stderr=row["stderr"], truncated=bool(row["truncated"]), error=row["error"],
             data=json.loads(row["data"]) if row["data"] else None,
             started_at=row["started_at"], finished_at=row["finished_at"],
-            duration=row["duration"],
+            duration=row["duration"], plan_hash=row.get("plan_hash"),
         )
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class ApprovalRecord:
+    """One approval or denial, bound to the plan hash it was given for."""
+
+    id: int
+    run_id: str
+    decision: str
+    actor: str
+    os_user: str
+    plan_hash: str
+    reason: str | None
+    at: str
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ApprovalRecord:
+        return cls(id=row["id"], run_id=row["run_id"], decision=row["decision"],
+                   actor=row["actor"], os_user=row["os_user"] or "",
+                   plan_hash=row["plan_hash"], reason=row["reason"], at=row["at"])
 
     def as_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

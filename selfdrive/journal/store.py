@@ -16,13 +16,14 @@ import json
 import os
 import socket
 import sqlite3
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from selfdrive.journal.records import RunRecord, StepRecord
+from selfdrive.journal.records import ApprovalRecord, RunRecord, StepRecord
 from selfdrive.sdk.errors import JournalError, JournalLockedError
 from selfdrive.sdk.vocabulary import RunState
 
@@ -144,6 +145,25 @@ class Journal(abc.ABC):
     def verified_successes(self, runbook: str) -> int: ...
 
     @abc.abstractmethod
+    def record_approval(self, run_id: str, *, actor: str, os_user: str, plan_hash: str,
+                        reason: str | None, counts: Callable[[str], bool], needed: int,
+                        expires_at: str) -> tuple[int, bool]: ...
+
+    @abc.abstractmethod
+    def record_denial(self, run_id: str, *, actor: str, os_user: str, reason: str,
+                      plan_hash: str) -> RunRecord: ...
+
+    @abc.abstractmethod
+    def add_plan_steps(self, run_id: str, plan_hash: str,
+                       steps: Sequence[dict[str, Any]]) -> None: ...
+
+    @abc.abstractmethod
+    def approvals(self, run_id: str) -> list[ApprovalRecord]: ...
+
+    @abc.abstractmethod
+    def count_runs(self, *, since: str, mode: str, runbook: str | None = None) -> int: ...
+
+    @abc.abstractmethod
     def acquire_lock(self, key: str, run_id: str, *, ttl: float) -> str | None: ...
 
     @abc.abstractmethod
@@ -165,6 +185,8 @@ class SqliteJournal(Journal):
         self.path = path
         self.busy_timeout = busy_timeout
         self.owner = process_identity()
+        # One connection, shared by fan-out and notification threads: serialise its use.
+        self._lock = threading.RLock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None,
@@ -207,26 +229,28 @@ class SqliteJournal(Journal):
 
     @contextlib.contextmanager
     def _write(self, doing: str) -> Iterator[sqlite3.Connection]:
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise self._error(exc, doing) from None
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        try:
-            self.conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self.conn.execute("ROLLBACK")
-            raise self._error(exc, doing) from None
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._error(exc, doing) from None
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self.conn.execute("ROLLBACK")
+                raise self._error(exc, doing) from None
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        try:
-            return [dict(row) for row in self.conn.execute(sql, params)]
-        except sqlite3.Error as exc:
-            raise self._error(exc, "read") from None
+        with self._lock:
+            try:
+                return [dict(row) for row in self.conn.execute(sql, params)]
+            except sqlite3.Error as exc:
+                raise self._error(exc, "read") from None
 
     def _append_event(self, conn: sqlite3.Connection, kind: str, actor: str,
                       run_id: str | None, data: dict[str, Any] | None) -> None:
@@ -414,6 +438,107 @@ class SqliteJournal(Journal):
                           "status = 'succeeded' AND verified = 1 AND mode != 'dry-run'",
                           (runbook,))
         return int(rows[0]["n"])
+
+    # -- approvals ---------------------------------------------------------------
+
+    def record_approval(self, run_id: str, *, actor: str, os_user: str, plan_hash: str,
+                        reason: str | None, counts: Callable[[str], bool], needed: int,
+                        expires_at: str) -> tuple[int, bool]:
+        """Record ``actor``'s approval of ``plan_hash``; approve the run once enough count.
+
+        One transaction: the run must be pending on that very plan; a person approving
+        twice counts once; ``counts`` says whether an approver counts (rules from
+        config). Returns (approvals that count, whether the run is now approved).
+        """
+        from selfdrive.sdk.errors import UsageError
+
+        with self._write(f"record approval of run {run_id}") as conn:
+            row = conn.execute("SELECT status, plan_hash FROM runs WHERE id = ?",
+                               (run_id,)).fetchone()
+            if row is None:
+                raise UsageError(f"no run {run_id}")
+            if row["status"] != RunState.PENDING_APPROVAL.value:
+                raise UsageError(f"run {run_id} is {row['status']}, not pending_approval")
+            if row["plan_hash"] != plan_hash:
+                raise UsageError(f"run {run_id} now waits on plan {row['plan_hash'][:12]}, "
+                                 f"not {plan_hash[:12]}")
+            already = conn.execute("SELECT 1 FROM approvals WHERE run_id = ? AND actor = ? AND "
+                                   "plan_hash = ? AND decision = 'approve'",
+                                   (run_id, actor, plan_hash)).fetchone()
+            if already is None:
+                conn.execute("INSERT INTO approvals (run_id, decision, actor, os_user, plan_hash,"
+                             " reason, at) VALUES (?, 'approve', ?, ?, ?, ?, ?)",
+                             (run_id, actor, os_user, plan_hash, reason, utcnow()))
+                self._append_event(conn, "approval.granted", actor, run_id,
+                                   {"plan_hash": plan_hash, "os_user": os_user,
+                                    "reason": reason})
+            approvers = {r[0] for r in conn.execute(
+                "SELECT DISTINCT actor FROM approvals WHERE run_id = ? AND plan_hash = ? AND "
+                "decision = 'approve'", (run_id, plan_hash))}
+            counted = sum(1 for a in approvers if counts(a))
+            approved = counted >= needed
+            if approved:
+                conn.execute("UPDATE runs SET status = ?, owner = NULL, expires_at = ?, "
+                             "updated_at = ? WHERE id = ?",
+                             (RunState.APPROVED.value, expires_at, utcnow(), run_id))
+                self._append_event(conn, "run.approved", actor, run_id,
+                                   {"from": RunState.PENDING_APPROVAL.value,
+                                    "plan_hash": plan_hash, "approvers": sorted(approvers)})
+        return counted, approved
+
+    def record_denial(self, run_id: str, *, actor: str, os_user: str, reason: str,
+                      plan_hash: str) -> RunRecord:
+        """Deny a run that waits for a human (pending, or approved but not yet run)."""
+        from selfdrive.sdk.errors import UsageError
+
+        with self._write(f"record denial of run {run_id}") as conn:
+            row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise UsageError(f"no run {run_id}")
+            current = RunState(row["status"])
+            if not current.can_become(RunState.DENIED):
+                raise UsageError(f"run {run_id} is {current.value}; only a run waiting for "
+                                 f"approval can be denied")
+            now = utcnow()
+            conn.execute("INSERT INTO approvals (run_id, decision, actor, os_user, plan_hash, "
+                         "reason, at) VALUES (?, 'deny', ?, ?, ?, ?, ?)",
+                         (run_id, actor, os_user, plan_hash, reason, now))
+            conn.execute("UPDATE runs SET status = ?, owner = NULL, error = ?, finished_at = ?, "
+                         "updated_at = ? WHERE id = ?",
+                         (RunState.DENIED.value, f"denied by {actor}: {reason}", now, now,
+                          run_id))
+            self._append_event(conn, "run.denied", actor, run_id,
+                               {"from": current.value, "plan_hash": plan_hash,
+                                "os_user": os_user, "reason": reason})
+        return self.get_run(run_id)
+
+    def add_plan_steps(self, run_id: str, plan_hash: str,
+                       steps: Sequence[dict[str, Any]]) -> None:
+        """Record what a plan saw and would change, in one transaction (not effects)."""
+        with self._write(f"record the plan of run {run_id}") as conn:
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM steps WHERE run_id = ?",
+                               (run_id,)).fetchone()[0]
+            now = utcnow()
+            for step in steps:
+                seq += 1
+                values = self._encode({"run_id": run_id, "seq": seq, "plan_hash": plan_hash,
+                                       "started_at": now, "finished_at": now, **step})
+                cols = ", ".join(values)
+                marks = ", ".join("?" for _ in values)
+                conn.execute(f"INSERT INTO steps ({cols}) VALUES ({marks})",
+                             list(values.values()))
+
+    def approvals(self, run_id: str) -> list[ApprovalRecord]:
+        rows = self._read("SELECT * FROM approvals WHERE run_id = ? ORDER BY id", (run_id,))
+        return [ApprovalRecord.from_row(r) for r in rows]
+
+    def count_runs(self, *, since: str, mode: str, runbook: str | None = None) -> int:
+        sql = "SELECT COUNT(*) AS n FROM runs WHERE mode = ? AND created_at >= ?"
+        params: list[Any] = [mode, since]
+        if runbook is not None:
+            sql += " AND runbook = ?"
+            params.append(runbook)
+        return int(self._read(sql, params)[0]["n"])
 
     # -- locks -------------------------------------------------------------------
 

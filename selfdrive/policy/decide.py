@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from selfdrive.config.model import Rule, TeamConfig, TrackRecordRule
 from selfdrive.policy.matrix import DEFAULT_MATRIX, RULE_WORDS
@@ -68,9 +68,11 @@ class Halt:
 
 @dataclass(frozen=True)
 class Situation:
-    """The shared state guardrails read at decision time."""
+    """The shared state guardrails read at decision time (from the journal)."""
 
     halt: Halt | None = None
+    autonomous_runs_of_runbook: int = 0
+    autonomous_runs_total: int = 0
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,69 @@ def halt_guardrail(runbook: Runbook, request: Request, config: TeamConfig,
             f"{halt.reason!r})").replace(" , by", ", by")
 
 
-GUARDRAILS: tuple[Guardrail, ...] = (halt_guardrail,)
+def rate_limit_guardrail(runbook: Runbook, request: Request, config: TeamConfig,
+                         situation: Situation, now: datetime) -> str | None:
+    """At most N autonomous runs per runbook, and M in total, per sliding window."""
+    g = config.guardrails
+    window = _words(g.rate_window)
+    if situation.autonomous_runs_of_runbook >= g.rate_limit_per_runbook:
+        return (f"rate limit: {situation.autonomous_runs_of_runbook} autonomous run(s) of "
+                f"{runbook.name} in the last {window} (limit {g.rate_limit_per_runbook})")
+    if situation.autonomous_runs_total >= g.rate_limit_total:
+        return (f"rate limit: {situation.autonomous_runs_total} autonomous run(s) in total in "
+                f"the last {window} (limit {g.rate_limit_total})")
+    return None
+
+
+def freeze_guardrail(runbook: Runbook, request: Request, config: TeamConfig,
+                     situation: Situation, now: datetime) -> str | None:
+    """Change-freeze windows: date ranges or cron-matched minutes, time zone aware."""
+    from zoneinfo import ZoneInfo
+
+    for window in config.guardrails.freeze:
+        tz = ZoneInfo(window.timezone)
+        local = now.astimezone(tz)
+        if window.start is not None and window.end is not None:
+            start = window.start if window.start.tzinfo else window.start.replace(tzinfo=tz)
+            end = window.end if window.end.tzinfo else window.end.replace(tzinfo=tz)
+            if start <= now < end:
+                return (f"change freeze {window.name!r} ({start:%Y-%m-%d %H:%M} → "
+                        f"{end:%Y-%m-%d %H:%M} {window.timezone})")
+        elif window.cron is not None and _cron_matches(window.cron, local):
+            return (f"change freeze {window.name!r} (cron {window.cron!r} matches "
+                    f"{local:%a %Y-%m-%d %H:%M} {window.timezone})")
+    return None
+
+
+def blast_radius_guardrail(runbook: Runbook, request: Request, config: TeamConfig,
+                           situation: Situation, now: datetime) -> str | None:
+    """No autonomous run touches more targets than the team allows."""
+    limit = config.guardrails.blast_radius
+    if request.targets is not None and request.targets > limit:
+        return f"blast radius: this run touches {request.targets} targets (limit {limit})"
+    return None
+
+
+def _cron_matches(expression: str, local: datetime) -> bool:
+    from cronsim import CronSim
+
+    minute = local.replace(second=0, microsecond=0, tzinfo=None)
+    return next(CronSim(expression, minute - timedelta(minutes=1))) == minute
+
+
+def _words(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0 and seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+    return f"{seconds}s"
+
+
+GUARDRAILS: tuple[Guardrail, ...] = (halt_guardrail, freeze_guardrail, rate_limit_guardrail,
+                                     blast_radius_guardrail)
+#: Reported in the reasons even when the run would not have been autonomous anyway.
+ALWAYS_REPORTED: frozenset[Guardrail] = frozenset({halt_guardrail, freeze_guardrail})
 
 
 def rule_for(runbook: Runbook, config: TeamConfig) -> tuple[Rule, bool]:
@@ -139,13 +203,15 @@ def decide(runbook: Runbook, request: Request, config: TeamConfig,
     tripped = []
     for guard in guardrails:
         trip = guard(runbook, request, config, situation, now)
-        if trip is not None:
+        if trip is None:
+            continue
+        if mode is Mode.AUTONOMOUS:
             tripped.append(trip)
-            if mode is Mode.AUTONOMOUS:
-                mode = Mode.APPROVAL
-                reasons.append(f"guardrail: {trip}; a human decides")
-            else:
-                reasons.append(f"guardrail: {trip}")
+            mode = Mode.APPROVAL
+            reasons.append(f"guardrail: {trip}; a human decides")
+        elif guard in ALWAYS_REPORTED or guard not in GUARDRAILS:
+            tripped.append(trip)
+            reasons.append(f"guardrail: {trip}")
 
     if request.dry_run:
         mode = Mode.DRY_RUN

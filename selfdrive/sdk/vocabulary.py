@@ -111,7 +111,7 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
                            _S.PRECONDITION_FAILED, _S.INTERRUPTED}),
     _S.PENDING_APPROVAL: frozenset({_S.APPROVED, _S.DENIED, _S.EXPIRED}),
     _S.APPROVED: frozenset({_S.RUNNING, _S.PENDING_APPROVAL, _S.EXPIRED, _S.SKIPPED,
-                            _S.INTERRUPTED}),
+                            _S.DENIED, _S.INTERRUPTED}),
     _S.RUNNING: frozenset({_S.PRECONDITION_FAILED, _S.FAILED, _S.VERIFICATION_FAILED,
                            _S.SUCCEEDED, _S.INTERRUPTED}),
     _S.FAILED: frozenset({_S.ROLLING_BACK}),

@@ -1,0 +1,149 @@
+"""Commands for runs that wait for a human: approvals, approve, deny, resume; and audit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+
+from selfdrive.cli.cmd_runs import json_option, param_option
+from selfdrive.cli.render import emit_json, short_time, status, table
+from selfdrive.cli.session import parse_params, session
+
+
+def _age(iso: str) -> str:
+    seconds = int((datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds())
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+def _changes(run_id: str, plan_hash: str | None) -> list[str]:
+    steps = session().journal.steps(run_id)
+    return [f"{s.target}: {s.command}" for s in steps
+            if s.planned and s.plan_hash == plan_hash and s.phase.startswith("plan:")]
+
+
+@click.command()
+@json_option
+def approvals(as_json: bool) -> None:
+    """List runs waiting for a human: plan summary, age, requester, risk, approvals so far."""
+    from selfdrive.executor.approvals import pending
+
+    rows = pending(session().executor(quiet=True))
+    if as_json:
+        emit_json([{**run.as_json(), "approvals": [a.as_json() for a in got],
+                    "approvals_needed": needed, "changes": _changes(run.id, run.plan_hash)}
+                   for run, got, needed in rows])
+        return
+    if not rows:
+        click.echo("nothing waits for approval")
+        return
+    table(["RUN", "RUNBOOK", "RISK", "BY", "AGE", "APPROVALS", "STATUS", "PLAN"],
+          [[run.id, run.runbook, run.risk, run.requested_by, _age(run.created_at),
+            f"{len({a.actor for a in got})}/{needed}", status(run.status.value),
+            f"{(run.plan_hash or '')[:12]} ({len(_changes(run.id, run.plan_hash))} change(s))"]
+           for run, got, needed in rows])
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--reason", default=None, help="Why you approve (recorded).")
+def approve(run_id: str, reason: str | None) -> None:
+    """Approve RUN_ID's current plan (bound to its hash); `resume` then runs it."""
+    from selfdrive.executor.approvals import approve as do_approve
+
+    s = session()
+    result = do_approve(s.executor(quiet=True), run_id, actor=s.actor, os_user=s.os_user,
+                        reason=reason)
+    run = result.run
+    click.echo(f"approved plan {(run.plan_hash or '')[:12]} of run {run.id} as {s.actor} "
+               f"({result.counted} of {result.needed})")
+    if result.approved:
+        click.echo(f"run {run.id} is approved until {short_time(run.expires_at)} UTC; "
+                   f"`selfdrive resume {run.id}` runs it")
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--reason", required=True, help="Why you deny (recorded and notified).")
+def deny(run_id: str, reason: str) -> None:
+    """Deny RUN_ID: it ends as denied and nothing of it runs."""
+    from selfdrive.executor.approvals import deny as do_deny
+
+    s = session()
+    run = do_deny(s.executor(quiet=True), run_id, actor=s.actor, os_user=s.os_user,
+                  reason=reason)
+    click.echo(f"run {run.id}: {status(run.status.value)} by {s.actor}: {reason}")
+
+
+@click.command()
+@click.argument("run_id")
+@param_option
+@json_option
+def resume(run_id: str, params: tuple[str, ...], as_json: bool) -> None:
+    """Run approved RUN_ID after checking its approvals and recomputing its plan.
+
+    A changed plan or an approver who no longer counts sends it back to pending
+    (exit 3). Secret parameters are never stored: give them again with -p.
+    """
+    from selfdrive.cli.cmd_runs import _outcome_json, _print_outcome
+    from selfdrive.executor.approvals import resume as do_resume
+
+    s = session()
+    executor = s.executor(quiet=as_json)
+    before = s.journal.get_run(run_id)
+    result = do_resume(executor, run_id, actor=s.actor, secrets=parse_params(params))
+    if as_json:
+        emit_json(_outcome_json(result))
+    else:
+        if result.run.plan_hash != before.plan_hash:
+            click.secho(f"approved plan {(before.plan_hash or '')[:12]}:", bold=True, err=True)
+            for change in _changes(before.id, before.plan_hash):
+                click.echo(f"  {change}", err=True)
+            click.secho(f"plan now {(result.run.plan_hash or '')[:12]}:", bold=True, err=True)
+            for change in _changes(before.id, result.run.plan_hash):
+                click.echo(f"  {change}", err=True)
+        _print_outcome(result)
+    raise SystemExit(result.exit_code)
+
+
+@click.group()
+def audit() -> None:
+    """Prove the journal's event chain untouched."""
+
+
+@audit.command("verify")
+@click.option("--head", "expect_head", metavar="DIGEST",
+              help="A digest printed earlier by `audit head`: also catch truncation.")
+@json_option
+def audit_verify(expect_head: str | None, as_json: bool) -> None:
+    """Recompute every link of the event chain; exit 1 at the first broken one."""
+    from selfdrive.journal.audit import verify
+
+    report = verify(session().journal, expect_head=expect_head)
+    if as_json:
+        emit_json({"ok": report.ok, "checked": report.checked, "head": report.head,
+                   "head_id": report.head_id, "broken": report.broken})
+    elif report.ok:
+        click.echo(f"ok: {report.checked} event(s), chain intact, head {report.head}")
+    else:
+        click.secho(f"BROKEN: {report.broken}", fg="red")
+        click.echo(f"{report.checked} event(s) verified before it")
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@audit.command("head")
+@json_option
+def audit_head(as_json: bool) -> None:
+    """Print the chain's head digest, to anchor outside the journal."""
+    from selfdrive.journal.audit import head
+
+    event_id, digest = head(session().journal)
+    if as_json:
+        emit_json({"head_id": event_id, "head": digest})
+    else:
+        click.echo(f"{digest}  (event {event_id})")

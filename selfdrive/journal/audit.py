@@ -1,0 +1,67 @@
+"""Proving the event chain untouched: each event carries the digest of the one before."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from selfdrive.journal.store import GENESIS, SqliteJournal, event_digest
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """The outcome of walking the chain; ``broken`` names the first bad event."""
+
+    checked: int
+    head: str
+    head_id: int | None
+    broken: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.broken is None
+
+
+def head(journal: SqliteJournal) -> tuple[int | None, str]:
+    """The last event's id and digest: anchor it outside the journal."""
+    rows = journal._read("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1")
+    return (rows[0]["id"], rows[0]["hash"]) if rows else (None, GENESIS)
+
+
+def verify(journal: SqliteJournal, *, expect_head: str | None = None) -> AuditReport:
+    """Recompute every link; report the first event whose link or digest is wrong.
+
+    With ``expect_head`` (a digest printed earlier by ``audit head``), also report a
+    chain that no longer contains it: the tail was truncated or the whole chain
+    rewritten.
+    """
+    prev, prev_id, checked = GENESIS, None, 0
+    seen_expected = expect_head is None
+    rows = journal._read("SELECT id, at, kind, actor, run_id, data, prev_hash, hash "
+                         "FROM events ORDER BY id")
+    for row in rows:
+        where = f"event {row['id']} ({row['kind']} at {row['at']})"
+        if row["prev_hash"] != prev:
+            after = f"event {prev_id}" if prev_id is not None else "the start of the chain"
+            return AuditReport(checked, prev, prev_id,
+                               f"{where}: does not link to {after} — an event before it was "
+                               f"removed, inserted or reordered")
+        try:
+            json.loads(row["data"])
+            digest = event_digest(row["prev_hash"], row["at"], row["kind"], row["actor"],
+                                  row["run_id"], row["data"])
+        except (TypeError, ValueError):
+            digest = ""
+        if digest != row["hash"]:
+            return AuditReport(checked, prev, prev_id,
+                               f"{where}: its content does not match its digest — the event "
+                               f"was altered")
+        prev, prev_id = row["hash"], row["id"]
+        checked += 1
+        if expect_head is not None and row["hash"] == expect_head:
+            seen_expected = True
+    if not seen_expected:
+        return AuditReport(checked, prev, prev_id,
+                           f"the anchored head {expect_head} is not in the chain — events were "
+                           f"truncated or the chain was rewritten")
+    return AuditReport(checked, prev, prev_id)

@@ -1,0 +1,5 @@
+"""Notifications: webhook messages when approvals are requested, decided or expire."""
+
+from selfdrive.notify.webhook import Notifier
+
+__all__ = ["Notifier"]
