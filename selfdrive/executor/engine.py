@@ -313,6 +313,7 @@ class Executor:
         sink = JournalSink(self.journal, run_id, fence_halt=fence_halt)
         ctx = self._context(run_id, Mode.AUTONOMOUS if fence_halt else Mode.APPROVAL, values,
                             sink, rb)
+        body_started = False
         try:
             for hook in rb.preconditions:
                 pctx = ctx.for_phase("precondition", readonly=True, hook=hook.name)
@@ -322,6 +323,7 @@ class Executor:
                     self.journal.transition(run_id, S.PRECONDITION_FAILED, actor=actor,
                                             error=error)
                     return 4, error
+            body_started = True
             self._call_body(rb, ctx, values, sink)
         except (JournalError, KeyboardInterrupt):
             raise
@@ -332,6 +334,8 @@ class Executor:
         except Exception as exc:
             error = redact(_describe(exc)) or ""
             self.journal.transition(run_id, S.FAILED, actor=actor, error=error)
+            if not body_started:  # e.g. the timeout passed in a precondition: nothing to undo
+                return 1, f"{error}; the body never ran, so nothing was rolled back"
             return self._rollback(rb, run_id, values, redact, actor, sink, cause=error, code=1)
         failures = []
         for hook in rb.verifications:

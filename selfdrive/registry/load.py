@@ -193,12 +193,18 @@ def _load_entry_points(found: list[Runbook], problems: list[LoadProblem]) -> Non
                                         "must name a module, a Runbook or a list of Runbooks"))
 
 
+def _same_definition(a: Runbook, b: Runbook) -> bool:
+    """One definition seen twice: the same object, or the same file:line executed as two
+    modules (a runbook file that a sibling file imports, ``from disk import clean_disk``)."""
+    return a is b or (a.location == b.location and a.fn.__module__ != b.fn.__module__)
+
+
 def _collect(runbooks: Iterable[Runbook], into: dict[str, Runbook],
              problems: list[LoadProblem]) -> None:
     first: dict[str, Runbook] = {}
     duplicated: dict[str, list[Runbook]] = {}
     for rb in runbooks:
-        if rb.name in first and first[rb.name] is not rb:
+        if rb.name in first and not _same_definition(first[rb.name], rb):
             duplicated.setdefault(rb.name, [first[rb.name]]).append(rb)
         else:
             first.setdefault(rb.name, rb)

@@ -1,0 +1,181 @@
+"""The local shell target: exit codes, captured output, big output, timeouts that kill."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from selfdrive.sdk.command import Command, render_command
+from selfdrive.targets import LocalTarget, Target
+
+MB = 1024 * 1024
+
+
+def cmd(text: str) -> Command:
+    return Command(masked=text, raw=text)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie waiting for its reaper counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def gone_soon(pid: int, within: float = 3.0) -> bool:
+    deadline = time.monotonic() + within
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def target() -> LocalTarget:
+    return LocalTarget()
+
+
+def test_is_a_target(target):
+    as_target: Target = target  # the protocol, checked statically
+    assert as_target.name == "local"
+    assert callable(as_target.run)
+    as_target.close()
+    assert as_target.run(cmd("true"), timeout=5).ok, "closing releases nothing it needs"
+
+
+@pytest.mark.parametrize("code", [0, 1, 3, 42, 255])
+def test_exit_codes_come_back(target, code):
+    result = target.run(cmd(f"exit {code}"), timeout=10)
+    assert result.exit_code == code
+    assert result.ok is (code == 0)
+    assert not result.timed_out and result.error is None
+    assert result.target == "local"
+
+
+def test_stdout_and_stderr_are_captured_separately(target):
+    result = target.run(cmd("echo out; echo err >&2; printf 'no newline'"), timeout=10)
+    assert result.stdout == "out\nno newline"
+    assert result.stderr == "err\n"
+    assert result.duration > 0
+
+
+def test_killed_by_a_signal_is_a_negative_exit_code(target):
+    result = target.run(cmd("kill -9 $$"), timeout=10)
+    assert result.exit_code == -9
+    assert not result.ok and not result.timed_out
+
+
+def test_the_command_runs_the_raw_face(target, tmp_path):
+    secret_file = tmp_path / "out"
+    command = render_command("printf %s {{ s }} > {{ f }}",
+                             {"s": SecretStr("hunter2"),
+                              "f": str(secret_file)})
+    assert "hunter2" not in str(command)
+    assert target.run(command, timeout=10).ok
+    assert secret_file.read_text() == "hunter2"
+    result = target.run(cmd("echo hi"), timeout=10)
+    assert result.command.masked == "echo hi"
+
+
+def test_bash_features_are_available(target):
+    result = target.run(cmd("set -o pipefail; false | true; echo $?; [[ a == a ]] && echo ok"),
+                        timeout=10)
+    assert result.stdout == "1\nok\n"
+
+
+def test_stdin_is_closed_so_readers_do_not_hang(target):
+    started = time.monotonic()
+    result = target.run(cmd("cat; read line; echo rc=$?"), timeout=5)
+    assert time.monotonic() - started < 3
+    assert result.stdout == "rc=1\n"
+
+
+def test_cwd_and_env_are_used(tmp_path):
+    (tmp_path / "here.txt").write_text("")
+    target = LocalTarget(cwd=str(tmp_path), env={"PATH": os.environ["PATH"], "WHO": "alice"})
+    result = target.run(cmd("ls; echo $WHO; echo ${HOME:-unset}"), timeout=10)
+    assert result.stdout == "here.txt\nalice\nunset\n"
+
+
+def test_a_shell_that_cannot_start_is_an_error_not_an_exception(tmp_path):
+    target = LocalTarget(cwd=str(tmp_path / "missing"))
+    result = target.run(cmd("true"), timeout=10)
+    assert result.exit_code is None
+    assert not result.ok and not result.timed_out
+    assert "cannot start" in (result.error or "")
+
+
+def test_undecodable_output_is_replaced_not_fatal(target):
+    result = target.run(cmd(r"printf 'a\377b'"), timeout=10)
+    assert result.stdout == "a\ufffdb"
+
+
+def test_five_mb_on_each_stream_at_once_does_not_deadlock(target):
+    script = (f"head -c {5 * MB} /dev/zero | tr '\\0' o & "
+              f"head -c {5 * MB} /dev/zero | tr '\\0' e >&2 & wait")
+    started = time.monotonic()
+    result = target.run(cmd(script), timeout=30)
+    assert not result.timed_out
+    assert result.exit_code == 0
+    assert len(result.stdout) == 5 * MB and set(result.stdout) == {"o"}
+    assert len(result.stderr) == 5 * MB and set(result.stderr) == {"e"}
+    assert time.monotonic() - started < 20
+
+
+def test_timeout_kills_the_whole_process_group(target, tmp_path):
+    pidfile = tmp_path / "child.pid"
+    started = time.monotonic()
+    result = target.run(cmd(f"echo started; sleep 30 & echo $! > {pidfile}; wait"),
+                        timeout=0.5)
+    elapsed = time.monotonic() - started
+
+    assert result.timed_out
+    assert result.exit_code is None
+    assert not result.ok
+    assert "timed out after 0.5s" in (result.error or "")
+    assert result.stdout == "started\n", "output before the timeout is kept"
+    assert 0.5 <= elapsed < 3
+    assert gone_soon(int(pidfile.read_text())), "the background child was killed too"
+
+
+def test_timeout_kills_a_group_that_ignores_sigterm(target, tmp_path):
+    pidfile = tmp_path / "child.pid"
+    started = time.monotonic()
+    result = target.run(cmd(f"trap '' TERM; sleep 30 & echo $! > {pidfile}; wait; wait"),
+                        timeout=0.3)
+    elapsed = time.monotonic() - started
+    assert result.timed_out and result.exit_code is None
+    assert elapsed < 6, "SIGKILL follows SIGTERM after a short grace"
+    assert gone_soon(int(pidfile.read_text()))
+
+
+def test_a_background_child_holding_the_pipes_does_not_hang_the_run(target, tmp_path):
+    """The shell exits at once but leaves a child that keeps stdout open: the result
+    comes back soon after the shell's exit, not when the child ends or the timeout hits."""
+    pidfile = tmp_path / "child.pid"
+    started = time.monotonic()
+    try:
+        result = target.run(cmd(f"sleep 30 & echo $! > {pidfile}; echo parent done"),
+                            timeout=10)
+        assert time.monotonic() - started < 5
+        assert not result.timed_out
+        assert result.exit_code == 0
+        assert result.stdout == "parent done\n"
+    finally:
+        with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
