@@ -180,7 +180,11 @@ def history(name: str | None, statuses: tuple[str, ...], limit: int, as_json: bo
         if st not in RunState.__members__.values():
             raise UsageError(f"--status {st!r}: not a run status; use one of "
                              f"{', '.join(s.value for s in RunState)}")
-    runs = session().journal.runs(runbook=name, status=statuses, limit=limit)
+    from selfdrive.executor.approvals import sweep_expired
+
+    s = session()
+    sweep_expired(s.executor(quiet=True))  # a window that closed shows as expired, not pending
+    runs = s.journal.runs(runbook=name, status=statuses, limit=limit)
     if as_json:
         emit_json([r.as_json() for r in runs])
         return
@@ -197,7 +201,11 @@ def history(name: str | None, statuses: tuple[str, ...], limit: int, as_json: bo
 @json_option
 def logs(run_id: str, as_json: bool) -> None:
     """Show RUN_ID's decision, steps, commands and output (secrets are never stored)."""
-    journal = session().journal
+    from selfdrive.executor.approvals import sweep_expired
+
+    s = session()
+    sweep_expired(s.executor(quiet=True))
+    journal = s.journal
     run = journal.get_run(run_id)
     steps = journal.steps(run.id)
     approvals = journal.approvals(run.id)

@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from selfdrive.config.remote import InventoryConfig, SshConfig
 from selfdrive.sdk.vocabulary import Level, Risk, parse_duration
 
 
@@ -232,6 +233,8 @@ class TeamConfig(_Strict):
     notify: NotifyConfig = NotifyConfig()
     identity: IdentityConfig = IdentityConfig()
     executor: ExecutorConfig = ExecutorConfig()
+    ssh: SshConfig = SshConfig()
+    inventory: InventoryConfig = InventoryConfig()
     _path: Path | None = PrivateAttr(default=None)
 
     @field_validator("level", mode="before")

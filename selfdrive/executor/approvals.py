@@ -159,11 +159,17 @@ def resume(executor: Executor, run_id: str, *, actor: str,
         executor.notify("approval.requested", record, actor=actor, detail=why)
         return RunOutcome(run=record, plan=plan, decision=decision, exit_code=3, message=why)
 
-    executor.journal.event("run.resumed", actor=actor, run_id=run.id,
-                           data={"plan_hash": plan.hash, "approvers": still})
     lock_key = render_text(rb.lock, values) if rb.lock else None
-    code, message = executor.execute_locked(rb, run.id, values, redact, actor, lock_key,
-                                            fence_halt=False)
+    try:
+        code, message = executor.execute_locked(
+            rb, run.id, values, redact, actor, lock_key, fence_halt=False,
+            resumed={"plan_hash": plan.hash, "approvers": still})
+    except JournalError:
+        now = executor.journal.get_run(run.id)
+        if now.status is not S.APPROVED or now.owner not in (None, executor.journal.owner):
+            raise ApprovalRefusedError(f"run {run.id} was resumed by someone else first; it "
+                                       f"is {now.status.value}") from None
+        raise
     return RunOutcome(run=executor.journal.get_run(run.id), plan=plan, decision=decision,
                       exit_code=code, message=redact(message) or "")
 

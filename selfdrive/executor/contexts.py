@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selfdrive.executor.observe import Observer, StepEvent
+from selfdrive.executor.pool import TargetPool
 from selfdrive.executor.redact import Redactor, bound
 from selfdrive.executor.sinks import StepSink
 from selfdrive.sdk.command import Command, render_command
-from selfdrive.sdk.context import CommandResult, Context
-from selfdrive.sdk.errors import CommandFailedError, ReadOnlyViolationError, RunTimeoutError
+from selfdrive.sdk.context import (
+    AnsibleResult,
+    CommandResult,
+    Context,
+    HostGroup,
+    HostsResult,
+    RemoteHost,
+)
+from selfdrive.sdk.errors import (
+    CommandFailedError,
+    ReadOnlyViolationError,
+    RunTimeoutError,
+    UsageError,
+)
 from selfdrive.sdk.vocabulary import Mode
 from selfdrive.targets.base import Target
+
+if TYPE_CHECKING:
+    from selfdrive.targets.inventory import HostSpec
 
 
 @dataclass(frozen=True)
@@ -25,7 +42,7 @@ class Scope:
     mode: Mode
     params: Mapping[str, Any]
     sink: StepSink
-    target: Target
+    pool: TargetPool
     redact: Redactor
     observer: Observer
     deadline: float
@@ -80,45 +97,102 @@ class RunContext(Context):
 
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
             check: bool = False, **variables: Any) -> CommandResult:
+        command = self._render(cmd, variables, readonly=readonly)
+        return self._command(self._scope.pool.local, command, readonly=readonly,
+                             timeout=timeout, check=check, idempotent=False)
+
+    def ssh(self, host: str, *, user: str | None = None, port: int | None = None) -> RemoteHost:
+        return _Remote(self, self._scope.pool.host(host, user=user, port=port))
+
+    def hosts(self, names_or_group: str | list[str], *, max_concurrency: int = 10,
+              max_errors: int = 1) -> HostGroup:
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise UsageError(f"ctx.hosts(max_concurrency={max_concurrency!r}): must be >= 1")
+        if not isinstance(max_errors, int) or max_errors < 1:
+            raise UsageError(f"ctx.hosts(max_errors={max_errors!r}): must be >= 1")
+        specs = self._scope.pool.hosts(names_or_group)
+        return _Group(self, specs, max_concurrency=max_concurrency, max_errors=max_errors,
+                      asked=names_or_group)
+
+    def ansible(self, playbook: str | list[dict[str, Any]], *, hosts: str | list[str],
+                extravars: Mapping[str, Any] | None = None, readonly: bool = False,
+                timeout: float | None = None) -> AnsibleResult:
+        from selfdrive.executor.ansible import run_ansible
+
+        return run_ansible(self, playbook, hosts=hosts, extravars=extravars or {},
+                           readonly=readonly, timeout=timeout)
+
+    # -- shared by every kind of command -------------------------------------------
+
+    def _render(self, cmd: str | Command, variables: Mapping[str, Any], *,
+                readonly: bool) -> Command:
         s = self._scope
-        left = self._check_deadline()
+        self._check_deadline()
         command = render_command(cmd, {**s.params, **variables})
         if not readonly and s.readonly:
             raise ReadOnlyViolationError(
                 f"{s.phase} {s.hook or ''} tried a mutating command: {command}; a {s.phase} "
                 f"may only read (pass readonly=True if this command changes nothing)"
                 .replace("  ", " "))
-        target = s.target.name
-        if not readonly and s.mode is Mode.DRY_RUN:
-            token = s.sink.begin(s.phase, "command", target=target, command=str(command),
-                                 readonly=False, planned=True)
-            s.sink.finish(token, "planned")
-            s.observer.step(StepEvent(s.phase, "command", "planned", str(command), target))
-            return CommandResult(command=command, target=target, exit_code=None, planned=True)
-        limit = min(timeout or s.command_timeout, left)
+        return command
+
+    def _planned(self, target: str, command: Command) -> CommandResult:
+        """Dry-run: record the change with its rendered command and target; run nothing."""
+        s = self._scope
         token = s.sink.begin(s.phase, "command", target=target, command=str(command),
-                             readonly=readonly, planned=False)
+                             readonly=False, planned=True)
+        s.sink.finish(token, "planned")
+        s.observer.step(StepEvent(s.phase, "command", "planned", str(command), target))
+        return CommandResult(command=command, target=target, exit_code=None, planned=True)
+
+    def _command(self, target: Target, command: Command, *, readonly: bool,
+                 timeout: float | None, check: bool, idempotent: bool) -> CommandResult:
+        s = self._scope
+        if not readonly and s.mode is Mode.DRY_RUN:
+            return self._planned(target.name, command)
+        attempts = 2 if idempotent else 1
+        for attempt in range(1, attempts + 1):
+            limit = min(timeout or s.command_timeout, self._check_deadline())
+            token = self.begin(target.name, command, readonly=readonly, attempt=attempt)
+            result = target.run(command, limit)
+            status = self.finish(token, result)
+            retry = status in ("unknown", "error") and attempt < attempts
+            if retry:
+                s.observer.message(f"  retrying {command} on {target.name}: the runbook "
+                                   f"declares it idempotent")
+                continue
+            break
+        if result.timed_out and self.remaining() <= 0:
+            raise RunTimeoutError(f"the runbook's timeout passed while running: {command}")
+        if check and not result.ok:
+            why = result.error or f"exit code {result.exit_code}"
+            raise CommandFailedError(f"{command} failed on {target.name}: {s.redact(why)}")
+        return result
+
+    def begin(self, target: str, command: Command, *, readonly: bool,
+              attempt: int | None = None) -> int:
+        """The intent row, written (fenced) before the command leaves."""
+        s = self._scope
+        token = s.sink.begin(s.phase, "command", target=target, command=str(command),
+                             readonly=readonly, planned=False, attempt=attempt)
         s.observer.step(StepEvent(s.phase, "command", "started", str(command), target))
-        result = s.target.run(command, limit)
+        return token
+
+    def finish(self, token: int, result: CommandResult) -> str:
+        """The result row: output redacted and bounded; returns the step's status."""
+        s = self._scope
         stdout, cut_out = bound(s.redact(result.stdout) or "", s.output_limit)
         stderr, cut_err = bound(s.redact(result.stderr) or "", s.output_limit)
-        status = "ok" if result.ok else ("timed_out" if result.timed_out else "failed")
-        if result.exit_code is None and not result.timed_out:
-            status = "error"
+        status = step_status(result)
         s.sink.finish(token, status, exit_code=result.exit_code, stdout=stdout, stderr=stderr,
                       truncated=cut_out or cut_err, duration=round(result.duration, 6),
                       error=s.redact(result.error))
         # Redact before cutting the tail, so that no part of a secret survives the cut.
         detail = (s.redact(result.error or result.stderr) or "")[-500:] or None
-        s.observer.step(StepEvent(s.phase, "command", status, str(command), target,
-                                  duration=result.duration, exit_code=result.exit_code,
-                                  detail=detail))
-        if result.timed_out and self.remaining() <= 0:
-            raise RunTimeoutError(f"the runbook's timeout passed while running: {command}")
-        if check and not result.ok:
-            why = result.error or f"exit code {result.exit_code}"
-            raise CommandFailedError(f"{command} failed on {target}: {s.redact(why)}")
-        return result
+        s.observer.step(StepEvent(s.phase, "command", status, str(result.command),
+                                  result.target, duration=result.duration,
+                                  exit_code=result.exit_code, detail=detail))
+        return status
 
     def log(self, message: str) -> None:
         s = self._scope
@@ -133,3 +207,108 @@ class RunContext(Context):
         token = s.sink.begin(s.phase, "note", name=str(key), data=data)
         s.sink.finish(token, "ok")
         s.observer.step(StepEvent(s.phase, "note", "ok", f"{key} = {data!r}"))
+
+
+def step_status(result: CommandResult) -> str:
+    """ok, failed (it ran and said no), error (it never started) or unknown (it may have
+    run: timed out, or the connection dropped after it was sent)."""
+    from selfdrive.targets.ssh import never_started, outcome_unknown
+
+    if result.ok:
+        return "ok"
+    if result.exit_code is not None:
+        return "failed"
+    if outcome_unknown(result):
+        return "unknown"
+    return "error" if never_started(result) or result.error else "unknown"
+
+
+class _Remote(RemoteHost):
+    def __init__(self, ctx: RunContext, spec: HostSpec) -> None:
+        self._ctx = ctx
+        self._spec = spec
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
+            check: bool = False, idempotent: bool = False, **variables: Any) -> CommandResult:
+        ctx = self._ctx
+        command = ctx._render(cmd, variables, readonly=readonly)
+        if not readonly and ctx.mode is Mode.DRY_RUN:
+            return ctx._planned(self._spec.name, command)
+        target = ctx._scope.pool.ssh(self._spec)
+        return ctx._command(target, command, readonly=readonly, timeout=timeout, check=check,
+                            idempotent=idempotent)
+
+
+class _Group(HostGroup):
+    def __init__(self, ctx: RunContext, specs: list[HostSpec], *, max_concurrency: int,
+                 max_errors: int, asked: object) -> None:
+        self._ctx = ctx
+        self._specs = specs
+        self._max_concurrency = max_concurrency
+        self._max_errors = max_errors
+        self._asked = asked
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self._specs)
+
+    def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
+            **variables: Any) -> HostsResult:
+        from selfdrive.targets.fanout import fan_out
+
+        ctx, s = self._ctx, self._ctx._scope
+        command = ctx._render(cmd, variables, readonly=readonly)
+        if not self._specs:
+            ctx.log(f"warning: {self._asked!r} matched no host; nothing ran")
+            return HostsResult(results={})
+        if not readonly and ctx.mode is Mode.DRY_RUN:
+            return HostsResult(results={spec.name: ctx._planned(spec.name, command)
+                                        for spec in self._specs})
+        targets = [s.pool.ssh(spec) for spec in self._specs]
+        progress = _Progress(s.observer, len(targets))
+
+        def on_start(target: Target, cmd: Command) -> int:
+            token = ctx.begin(target.name, cmd, readonly=readonly)
+            progress.started()
+            return token
+
+        def on_finish(target: Target, cmd: Command, result: CommandResult, token: object) -> None:
+            assert isinstance(token, int)
+            progress.finished(ctx.finish(token, result) == "ok")
+
+        limit = min(timeout or s.command_timeout, ctx._check_deadline())
+        fan = fan_out(targets, lambda _target: command, timeout=limit,
+                      max_concurrency=self._max_concurrency, max_errors=self._max_errors,
+                      on_start=on_start, on_finish=on_finish)
+        if fan.skipped:
+            ctx.log(f"fan-out stopped after {len(fan.failed)} failure(s) (max_errors "
+                    f"{self._max_errors}): {len(fan.skipped)} host(s) not started: "
+                    f"{', '.join(fan.skipped)}")
+        return HostsResult(results=fan.results, skipped=tuple(fan.skipped))
+
+
+class _Progress:
+    """Live fan-out counts for the terminal: done / failed / running."""
+
+    def __init__(self, observer: Observer, total: int) -> None:
+        self._observer = observer
+        self._total = total
+        self._running = self._done = self._failed = 0
+        self._lock = threading.Lock()
+
+    def started(self) -> None:
+        with self._lock:
+            self._running += 1
+
+    def finished(self, ok: bool) -> None:
+        with self._lock:
+            self._running -= 1
+            self._done += 1
+            self._failed += 0 if ok else 1
+            text = (f"  hosts: {self._done}/{self._total} done, {self._failed} failed, "
+                    f"{self._running} running")
+        self._observer.message(text)

@@ -13,7 +13,7 @@ import getpass
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ from selfdrive.config.model import TeamConfig
 from selfdrive.executor.contexts import RunContext, Scope
 from selfdrive.executor.observe import Observer, SilentObserver, StepEvent
 from selfdrive.executor.plan import CheckOutcome, Plan, PlannedStep
+from selfdrive.executor.pool import TargetPool
 from selfdrive.executor.redact import Redactor
 from selfdrive.executor.sinks import JournalSink, MemorySink, StepSink
 from selfdrive.journal.records import RunRecord
@@ -129,15 +130,18 @@ class Executor:
     # -- planning ----------------------------------------------------------------
 
     def plan(self, rb: Runbook, values: Mapping[str, Any], *, run_id: str = "plan",
-             observer: Observer | None = None) -> Plan:
+             observer: Observer | None = None, pool: TargetPool | None = None) -> Plan:
         """Compute the plan: read-only steps run for real, changes are recorded.
 
         Raises :class:`UsageError` for mistakes in the runbook's templates or use; other
         errors from the runbook's code come back as a plan note and re-raise.
         """
+        if pool is None:
+            with self.pool() as own:
+                return self.plan(rb, values, run_id=run_id, observer=observer, pool=own)
         sink = MemorySink()
         observer = observer or SilentObserver()
-        ctx = self._context(run_id, Mode.DRY_RUN, values, sink, rb, observer=observer)
+        ctx = self._context(run_id, Mode.DRY_RUN, values, sink, rb, pool, observer=observer)
         checks: list[CheckOutcome] = []
         notes: list[str] = []
         for hook in rb.preconditions:
@@ -165,8 +169,22 @@ class Executor:
 
     # -- running -----------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def pool(self) -> Iterator[TargetPool]:
+        """The targets of one run: connections reused by its plan and execution, then closed."""
+        pool = TargetPool(self.config, self.target)
+        try:
+            yield pool
+        finally:
+            pool.close()
+
     def submit(self, request: RunRequest, *, approver: Approver | None = None) -> RunOutcome:
         """Run one request to wherever it rests: planned, pending, succeeded, failed …"""
+        with self.pool() as pool:
+            return self._submit(request, approver, pool)
+
+    def _submit(self, request: RunRequest, approver: Approver | None,
+                pool: TargetPool) -> RunOutcome:
         rb = self.registry.get(request.runbook)
         values = rb.validate_params(request.params)
         redact = Redactor.for_params(values)
@@ -175,7 +193,7 @@ class Executor:
         plan_error: BaseException | None = None
         try:
             # Planning is shown step by step only when the plan is what was asked for.
-            plan = self.plan(rb, values, run_id=run_id,
+            plan = self.plan(rb, values, run_id=run_id, pool=pool,
                              observer=self.observer if request.dry_run else SilentObserver())
         except UsageError:
             raise
@@ -235,23 +253,32 @@ class Executor:
             if not approved:
                 return outcome(record, 3 if record.status is S.PENDING_APPROVAL else 1, message)
         code, message = self.execute_locked(rb, run.id, values, redact, actor, lock_key,
-                                            fence_halt=decision.mode is Mode.AUTONOMOUS)
+                                            fence_halt=decision.mode is Mode.AUTONOMOUS,
+                                            pool=pool)
         return outcome(self.journal.get_run(run.id), code, message)
 
     def execute_locked(self, rb: Runbook, run_id: str, values: Mapping[str, Any],
                        redact: Redactor, actor: str, lock_key: str | None, *,
-                       fence_halt: bool) -> tuple[int, str]:
+                       fence_halt: bool, pool: TargetPool | None = None,
+                       resumed: dict[str, Any] | None = None) -> tuple[int, str]:
         """Take the run's lock (or skip it, naming the holder), run it, release the lock."""
+        if pool is None:
+            with self.pool() as own:
+                return self.execute_locked(rb, run_id, values, redact, actor, lock_key,
+                                           fence_halt=fence_halt, pool=own, resumed=resumed)
         if lock_key is not None:
             # Twice the timeout: the rollback gets a fresh budget of its own.
             holder = self.journal.acquire_lock(lock_key, run_id,
                                                ttl=2 * rb.timeout.total_seconds() + 60)
+            if holder == run_id:
+                raise JournalError(f"run {run_id} is being run by another process")
             if holder is not None:
                 why = f"lock {lock_key!r} is held by run {holder}"
                 self.journal.transition(run_id, S.SKIPPED, actor=actor, error=why)
                 return 1, f"skipped: {why}; nothing was changed"
         try:
-            return self._execute(rb, run_id, values, redact, actor, fence_halt=fence_halt)
+            return self._execute(rb, run_id, values, redact, actor, fence_halt=fence_halt,
+                                 pool=pool, resumed=resumed)
         finally:
             if lock_key is not None:
                 with contextlib.suppress(JournalError):
@@ -307,12 +334,16 @@ class Executor:
                                detail=detail)
 
     def _execute(self, rb: Runbook, run_id: str, values: Mapping[str, Any], redact: Redactor,
-                 actor: str, *, fence_halt: bool) -> tuple[int, str]:
+                 actor: str, *, fence_halt: bool, pool: TargetPool,
+                 resumed: dict[str, Any] | None = None) -> tuple[int, str]:
         """The live run: preconditions, body, verifications, rollback."""
+        # This transition is the claim: of two processes resuming one run, one wins here.
         self.journal.transition(run_id, S.RUNNING, actor=actor, owner=self.journal.owner)
+        if resumed is not None:
+            self.journal.event("run.resumed", actor=actor, run_id=run_id, data=resumed)
         sink = JournalSink(self.journal, run_id, fence_halt=fence_halt)
         ctx = self._context(run_id, Mode.AUTONOMOUS if fence_halt else Mode.APPROVAL, values,
-                            sink, rb)
+                            sink, rb, pool)
         body_started = False
         try:
             for hook in rb.preconditions:
@@ -336,7 +367,8 @@ class Executor:
             self.journal.transition(run_id, S.FAILED, actor=actor, error=error)
             if not body_started:  # e.g. the timeout passed in a precondition: nothing to undo
                 return 1, f"{error}; the body never ran, so nothing was rolled back"
-            return self._rollback(rb, run_id, values, redact, actor, sink, cause=error, code=1)
+            return self._rollback(rb, run_id, values, redact, actor, sink, ctx, cause=error,
+                                  code=1)
         failures = []
         for hook in rb.verifications:
             vctx = ctx.for_phase("verify", readonly=True, hook=hook.name)
@@ -348,7 +380,8 @@ class Executor:
             error = redact("verification failed: " + "; ".join(failures)) or ""
             self.journal.transition(run_id, S.VERIFICATION_FAILED, actor=actor, error=error,
                                     verified=False)
-            return self._rollback(rb, run_id, values, redact, actor, sink, cause=error, code=5)
+            return self._rollback(rb, run_id, values, redact, actor, sink, ctx, cause=error,
+                                  code=5)
         verified = True if rb.verifications else None
         self.journal.transition(run_id, S.SUCCEEDED, actor=actor, verified=verified)
         return 0, "succeeded" + (" and verified" if verified else " (no verification declared)")
@@ -364,13 +397,14 @@ class Executor:
         sink.finish(token, "ok")
 
     def _rollback(self, rb: Runbook, run_id: str, values: Mapping[str, Any], redact: Redactor,
-                  actor: str, sink: StepSink, *, cause: str, code: int) -> tuple[int, str]:
+                  actor: str, sink: StepSink, ctx: RunContext, *, cause: str,
+                  code: int) -> tuple[int, str]:
         if not rb.rollbacks:
             return code, f"{cause}; no rollback declared"
         hook = rb.rollbacks[0]
         self.journal.transition(run_id, S.ROLLING_BACK, actor=actor, data={"cause": cause})
         # The rollback gets a fresh budget: the run's own may be what ran out.
-        rctx = self._context(run_id, Mode.APPROVAL, values, sink, rb).for_phase(
+        rctx = ctx.with_deadline(time.monotonic() + rb.timeout.total_seconds()).for_phase(
             "rollback", readonly=False, hook=hook.name)
         token = sink.begin("rollback", "call", name=hook.name)
         try:
@@ -446,10 +480,10 @@ class Executor:
     # -- plumbing ----------------------------------------------------------------
 
     def _context(self, run_id: str, mode: Mode, values: Mapping[str, Any], sink: StepSink,
-                 rb: Runbook, observer: Observer | None = None) -> RunContext:
+                 rb: Runbook, pool: TargetPool, observer: Observer | None = None) -> RunContext:
         ex = self.config.executor
         return RunContext(Scope(
-            run_id=run_id, mode=mode, params=values, sink=sink, target=self.target,
+            run_id=run_id, mode=mode, params=values, sink=sink, pool=pool,
             redact=Redactor.for_params(values), observer=observer or self.observer,
             deadline=time.monotonic() + rb.timeout.total_seconds(),
             output_limit=ex.output_limit, command_timeout=ex.command_timeout))

@@ -26,7 +26,7 @@ class PlannedStep:
 
     @property
     def is_change(self) -> bool:
-        return self.kind == "command" and not self.readonly
+        return self.kind in ("command", "ansible-change") and not self.readonly
 
 
 @dataclass(frozen=True)

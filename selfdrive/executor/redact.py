@@ -17,6 +17,10 @@ class Redactor:
         # Longest first, so a secret that contains another is masked whole.
         self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 
+    @property
+    def secrets(self) -> list[str]:
+        return list(self._secrets)
+
     @classmethod
     def for_params(cls, values: Mapping[str, Any]) -> Redactor:
         return cls(_secret_values(values.values()))

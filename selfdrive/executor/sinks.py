@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Protocol
 
 from selfdrive.journal.store import Journal
@@ -18,13 +19,16 @@ class MemorySink:
 
     def __init__(self) -> None:
         self.steps: list[dict[str, Any]] = []
+        self._lock = threading.Lock()  # fan-out records from several threads
 
     def begin(self, phase: str, kind: str, **fields: Any) -> int:
-        self.steps.append({"phase": phase, "kind": kind, "status": "started", **fields})
-        return len(self.steps) - 1
+        with self._lock:
+            self.steps.append({"phase": phase, "kind": kind, "status": "started", **fields})
+            return len(self.steps) - 1
 
     def finish(self, token: int, status: str, **fields: Any) -> None:
-        self.steps[token].update(status=status, **fields)
+        with self._lock:
+            self.steps[token].update(status=status, **fields)
 
 
 class JournalSink:
@@ -37,7 +41,8 @@ class JournalSink:
 
     def begin(self, phase: str, kind: str, **fields: Any) -> int:
         return self.journal.begin_step(self.run_id, phase=phase, kind=kind,
-                                       fence_halt=self.fence_halt and kind == "command"
+                                       fence_halt=self.fence_halt
+                                       and kind in ("command", "ansible")
                                        and not fields.get("readonly"), **fields)
 
     def finish(self, token: int, status: str, **fields: Any) -> None:

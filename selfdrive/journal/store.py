@@ -552,7 +552,8 @@ class SqliteJournal(Journal):
             row = conn.execute("SELECT l.run_id, l.owner, l.expires_at, r.status FROM locks l "
                                "LEFT JOIN runs r ON r.id = l.run_id WHERE l.key = ?",
                                (key,)).fetchone()
-            if row is not None and row["run_id"] != run_id:
+            # The same run held by another live process counts as held too (two resumes).
+            if row is not None and (row["run_id"] != run_id or row["owner"] != self.owner):
                 live = (row["status"] is not None and not RunState(row["status"]).final
                         and datetime.fromisoformat(row["expires_at"]) > now
                         and owner_alive(row["owner"]) is not False)

@@ -108,7 +108,8 @@ class Notifier:
 
 
 def _redact_url(url: str) -> str:
-    """Webhook URLs often carry a token in the path: keep the host and hide the rest."""
+    """Webhook URLs often carry a token in the path or query: keep the host, hide the rest."""
     scheme, _, rest = url.partition("://")
-    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
-    return f"{scheme}://{host}/…" if "/" in rest else f"{scheme}://{host}"
+    end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0] or [len(rest)])
+    host = rest[:end].rsplit("@", 1)[-1]
+    return f"{scheme}://{host}/…" if end < len(rest) else f"{scheme}://{host}"

@@ -35,6 +35,91 @@ class CommandResult:
         return self.planned or self.exit_code == 0
 
 
+@dataclass(frozen=True)
+class HostsResult:
+    """One command on many hosts: each host's result, in the order the hosts were given.
+
+    Hosts that never started (because ``max_errors`` hosts had already failed, or the
+    run was halted) are listed in ``skipped`` and have no result.
+    """
+
+    results: Mapping[str, CommandResult]
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        return tuple(name for name, r in self.results.items() if not r.ok)
+
+    @property
+    def succeeded(self) -> tuple[str, ...]:
+        return tuple(name for name, r in self.results.items() if r.ok)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.skipped
+
+    def __getitem__(self, host: str) -> CommandResult:
+        return self.results[host]
+
+
+@dataclass(frozen=True)
+class AnsibleChange:
+    """A change Ansible made, or predicted in check mode, on one host."""
+
+    host: str
+    task: str
+    diff: str = ""
+
+
+@dataclass(frozen=True)
+class AnsibleResult:
+    """What a playbook did (or, in check mode, would do) on each host."""
+
+    playbook: str
+    rc: int | None
+    check: bool
+    changes: tuple[AnsibleChange, ...] = ()
+    failures: Mapping[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and not self.failures and self.error is None
+
+
+class RemoteHost(abc.ABC):
+    """``ctx.ssh(host)``: a cheap handle; the connection opens on first use."""
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str:
+        """The host's inventory name (or its raw address when the team allows those)."""
+
+    @abc.abstractmethod
+    def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
+            check: bool = False, idempotent: bool = False, **variables: Any) -> CommandResult:
+        """Run a command on the host, as :meth:`Context.run` does locally.
+
+        A command whose outcome is unknown (it timed out, or the connection dropped
+        after it was sent) is retried once only when ``idempotent=True``.
+        """
+
+
+class HostGroup(abc.ABC):
+    """``ctx.hosts(...)``: one command on many hosts in parallel."""
+
+    @property
+    @abc.abstractmethod
+    def names(self) -> tuple[str, ...]:
+        """The resolved host names, in order; empty means nothing will run."""
+
+    @abc.abstractmethod
+    def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
+            **variables: Any) -> HostsResult:
+        """Run on every host, at most ``max_concurrency`` at once; once ``max_errors``
+        hosts have failed, no new host starts."""
+
+
 class Context(abc.ABC):
     """What a runbook, its preconditions, verifications and rollback receive.
 
@@ -72,6 +157,25 @@ class Context(abc.ABC):
         only recorded during dry-run and refused in a read-only context. ``timeout``
         (seconds) is capped by what is left of the runbook's timeout. ``check=True``
         raises :class:`~selfdrive.sdk.errors.CommandFailedError` on failure.
+        """
+
+    @abc.abstractmethod
+    def ssh(self, host: str, *, user: str | None = None, port: int | None = None) -> RemoteHost:
+        """A handle on one host of the team's inventory; host keys are checked strictly."""
+
+    @abc.abstractmethod
+    def hosts(self, names_or_group: str | list[str], *, max_concurrency: int = 10,
+              max_errors: int = 1) -> HostGroup:
+        """Many hosts (names or a group of the inventory) for one command in parallel."""
+
+    @abc.abstractmethod
+    def ansible(self, playbook: str | list[dict[str, Any]], *, hosts: str | list[str],
+                extravars: Mapping[str, Any] | None = None, readonly: bool = False,
+                timeout: float | None = None) -> AnsibleResult:
+        """Run a playbook (a file relative to the team's folder, or tasks as data).
+
+        In dry-run it runs in check mode with diff: the plan carries Ansible's own
+        predicted changes. ``readonly=True`` declares that it changes nothing.
         """
 
     @abc.abstractmethod

@@ -60,6 +60,17 @@ class StubContext(Context):
         command = cmd if isinstance(cmd, Command) else Command(masked=cmd, raw=cmd)
         return CommandResult(command=command, target="local", exit_code=0)
 
+    def ssh(self, host: str, *, user: str | None = None, port: int | None = None) -> Any:
+        raise AssertionError("StubContext reaches no host")
+
+    def hosts(self, names_or_group: Any, *, max_concurrency: int = 10,
+              max_errors: int = 1) -> Any:
+        raise AssertionError("StubContext reaches no host")
+
+    def ansible(self, playbook: Any, *, hosts: Any, extravars: Any = None,
+                readonly: bool = False, timeout: float | None = None) -> Any:
+        raise AssertionError("StubContext runs no playbook")
+
     def log(self, message: str) -> None:
         self.logged.append(message)
 

@@ -1,0 +1,96 @@
+"""``ctx.ansible``: a playbook through ansible-runner, planned in check mode.
+
+In dry-run the playbook runs with ``--check --diff``; each change Ansible predicts
+becomes a planned change of the plan (host, task, diff), so an approval covers
+exactly what Ansible said it would do. Live, each change it made is recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
+
+from selfdrive.executor.observe import StepEvent
+from selfdrive.executor.redact import bound
+from selfdrive.sdk.context import AnsibleChange, AnsibleResult
+from selfdrive.sdk.errors import ReadOnlyViolationError, UsageError
+from selfdrive.sdk.vocabulary import Mode
+
+if TYPE_CHECKING:
+    from selfdrive.executor.contexts import RunContext
+    from selfdrive.targets.ansible import AnsibleEvent
+
+
+def run_ansible(ctx: RunContext, playbook: str | list[dict[str, Any]], *,
+                hosts: str | list[str], extravars: Mapping[str, Any], readonly: bool,
+                timeout: float | None) -> AnsibleResult:
+    from selfdrive.targets.ansible import run_playbook
+
+    s = ctx._scope
+    left = ctx._check_deadline()
+    if not readonly and s.readonly:
+        raise ReadOnlyViolationError(f"{s.phase} {s.hook or ''} tried to run a playbook that "
+                                     f"changes things; pass readonly=True if it only reads")
+    config = s.pool.config
+    if isinstance(playbook, str):
+        path = (config.root / playbook).resolve()
+        if not path.is_file():
+            raise UsageError(f"ctx.ansible(): no playbook {path}")
+        source: Path | list[dict[str, Any]] = path
+        name = playbook
+    elif isinstance(playbook, list):
+        source, name = playbook, "inline playbook"
+    else:
+        raise UsageError(f"ctx.ansible() takes a playbook path or a list of plays, not "
+                         f"{type(playbook).__name__}")
+    specs = s.pool.hosts(hosts)
+    check = s.mode is Mode.DRY_RUN and not readonly
+    if not specs:
+        ctx.log(f"warning: {hosts!r} matched no host; playbook {name} did not run")
+        return AnsibleResult(playbook=name, rc=0, check=check)
+    secrets = [v.get_secret_value() for v in extravars.values() if isinstance(v, SecretStr)]
+    plain = {k: v.get_secret_value() if isinstance(v, SecretStr) else v
+             for k, v in extravars.items()}
+    names = [spec.name for spec in specs]
+    label = f"ansible-playbook {name} on {', '.join(names)}" + (" --check --diff" if check else "")
+    token = s.sink.begin(s.phase, "ansible", target=",".join(names), command=label,
+                         readonly=readonly or check, planned=False)
+    s.observer.step(StepEvent(s.phase, "ansible", "started", label))
+
+    def on_event(event: AnsibleEvent) -> None:
+        if event.status and event.task:
+            s.observer.step(StepEvent(s.phase, "ansible", event.status,
+                                      s.redact(event.task) or "", event.host,
+                                      detail=s.redact(event.message) or None))
+
+    result = run_playbook(source, specs, known_hosts=config.ssh.known_hosts_path(config.root),
+                          extravars=plain, check=check,
+                          secrets=[*secrets, *s.redact.secrets],
+                          timeout=min(timeout or s.command_timeout, left), on_event=on_event,
+                          connect_timeout=config.ssh.connect_timeout)
+    stdout, truncated = bound(s.redact(result.stdout) or "", s.output_limit)
+    status = "ok" if result.ok else ("unknown" if result.timed_out else "failed")
+    failures = {host: "; ".join(s.redact(m) or "" for m in messages)
+                for host, messages in result.failures.items()}
+    s.sink.finish(token, status, exit_code=result.rc, stdout=stdout, truncated=truncated,
+                  error=s.redact(result.error) if result.error else
+                  ("; ".join(f"{h}: {m}" for h, m in failures.items()) or None),
+                  data={"status": result.status, "check": check,
+                        "hosts": {h: vars(summary) for h, summary in result.hosts.items()},
+                        "changes": len(result.changes)})
+    changes = []
+    for change in result.changes:
+        diff = s.redact(change.diff) or ""
+        changes.append(AnsibleChange(host=change.host, task=s.redact(change.task) or "",
+                                     diff=diff))
+        step = s.sink.begin(s.phase, "ansible-change", target=change.host,
+                            command=f"ansible {name}: {change.task}", readonly=False,
+                            planned=check, stdout=bound(diff, s.output_limit)[0])
+        s.sink.finish(step, "planned" if check else "changed")
+        s.observer.step(StepEvent(s.phase, "ansible-change", "planned" if check else "ok",
+                                  f"{change.task}", change.host))
+    return AnsibleResult(playbook=name, rc=result.rc, check=check, changes=tuple(changes),
+                         failures=failures, error=s.redact(result.error))

@@ -1,0 +1,463 @@
+"""Ansible playbooks through ansible-runner, against hosts from the inventory.
+
+Every run gets a fresh private data directory (mode 0700) that is deleted afterwards:
+ansible-runner keeps options, the environment, extra variables and every event (with
+task output) there, so leaving it would leave secrets on disk and let one run's
+options leak into the next. Extra variables go to a 0600 file in it, never onto the
+command line (where ``ps`` shows them). Host keys are checked strictly against the
+team's known_hosts, as for :class:`~selfdrive.targets.ssh.SshTarget`.
+
+Dry-run is Ansible's check mode (``--check --diff``): the result's ``changes`` are then
+Ansible's own predictions, with diffs (a real run passes ``--diff`` too, so its changes
+carry diffs). Note that ``command``/``shell`` tasks are
+*skipped* in check mode unless they say ``check_mode: false``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import os
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfdrive.sdk.command import MASK
+from selfdrive.targets.inventory import HostSpec
+
+MARK_VARIABLE = "SELFDRIVE_ANSIBLE_RUN"
+#: How often ansible-runner polls the cancel callback (its default, 5 s, delays a stop).
+POLL = 0.25
+
+TASK_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "unreachable",
+}
+
+
+@dataclass(frozen=True)
+class AnsibleEvent:
+    """One ansible-runner event, secrets masked. ``status`` is set for task results."""
+
+    event: str
+    host: str | None = None
+    task: str | None = None
+    status: str | None = None  # ok | changed | failed | ignored | skipped | unreachable
+    message: str = ""
+    diff: str = ""
+    stdout: str = ""
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One task on one host."""
+
+    host: str
+    task: str
+    status: str  # ok | changed | failed | ignored | skipped | unreachable
+    message: str = ""
+    diff: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return self.status == "changed"
+
+
+@dataclass
+class HostSummary:
+    """Task counts for one host (as in Ansible's play recap)."""
+
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    unreachable: int = 0
+    ignored: int = 0
+
+    @property
+    def succeeded(self) -> bool:
+        return not self.failed and not self.unreachable
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change Ansible made, or in check mode predicts: where, which task, and the diff."""
+
+    host: str
+    task: str
+    diff: str
+
+
+@dataclass(frozen=True)
+class PlaybookResult:
+    """What a playbook did (or, with ``check``, would do) on each host."""
+
+    rc: int | None
+    status: str  # successful | failed | timeout | canceled | error | skipped
+    check: bool
+    hosts: dict[str, HostSummary] = field(default_factory=dict)
+    tasks: list[TaskResult] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    failures: dict[str, list[str]] = field(default_factory=dict)
+    stdout: str = ""
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and self.status in ("successful", "skipped") and not self.failures
+
+    @property
+    def timed_out(self) -> bool:
+        return self.status == "timeout"
+
+
+def ansible_playbook_path() -> str | None:
+    """Where ``ansible-playbook`` is: beside this Python first (a venv), then on PATH."""
+    here = Path(sys.executable).parent
+    return shutil.which("ansible-playbook", path=os.pathsep.join(
+        [str(here), os.environ.get("PATH", os.defpath)]))
+
+
+def inventory_for(hosts: Sequence[HostSpec], *,
+                  python_interpreter: str = "/usr/bin/python3") -> dict[str, Any]:
+    """The YAML/JSON-style inventory ansible-runner gets: every host in group ``all``."""
+    entries: dict[str, dict[str, Any]] = {}
+    for h in hosts:
+        entry: dict[str, Any] = {"ansible_host": h.address, "ansible_port": h.port,
+                                 "ansible_user": h.login,
+                                 "ansible_python_interpreter": python_interpreter}
+        if h.key is not None:
+            entry["ansible_ssh_private_key_file"] = str(h.key)
+        entries[h.name] = entry
+    return {"all": {"hosts": entries}}
+
+
+def ssh_args(known_hosts: Path) -> str:
+    """The OpenSSH options Ansible uses: strict host keys from the team's file, no mux."""
+    return " ".join([
+        "-o ControlMaster=no", "-o StrictHostKeyChecking=yes",
+        f"-o UserKnownHostsFile={shlex.quote(str(known_hosts))}",
+        "-o GlobalKnownHostsFile=/dev/null", "-o BatchMode=yes"])
+
+
+def run_playbook(playbook: str | Path | list[dict[str, Any]], hosts: Sequence[HostSpec], *,
+                 known_hosts: Path, extravars: Mapping[str, Any] | None = None,
+                 check: bool = False, secrets: Sequence[str] = (), timeout: float = 600,
+                 on_event: Callable[[AnsibleEvent], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None, forks: int = 10,
+                 pipelining: bool = False, diff: bool = True, connect_timeout: float = 10,
+                 python_interpreter: str = "/usr/bin/python3",
+                 tmp_root: Path | None = None) -> PlaybookResult:
+    """Run ``playbook`` (a file, or plays as a list of dicts) on ``hosts``; never raises
+    for the playbook's failure, a timeout or a cancel: see ``status`` and ``error``.
+
+    ``secrets`` are masked in everything returned and passed to ``on_event``; if
+    ``on_event`` raises, the run is stopped and the exception re-raised after clean-up.
+    ``should_stop`` is polled every 0.25 s: true cancels the run (status ``canceled``);
+    past ``timeout`` seconds the run stops with status ``timeout``. Either way every
+    Ansible process of the run is killed (its workers too, which ansible-runner alone
+    leaves running); the task in flight may have changed its host, and with
+    ``pipelining`` its remote command is not killed (no pty). ``tmp_root`` is where the
+    private data directory is made (default: the system's temporary folder). No hosts:
+    nothing runs, status ``skipped``. Only exceptions from ``on_event`` propagate.
+    """
+    masker = _Masker(secrets)
+    if not hosts:
+        return PlaybookResult(rc=0, status="skipped", check=check,
+                              warnings=["no hosts: the playbook did not run"])
+    binary = ansible_playbook_path()
+    if binary is None:
+        return PlaybookResult(rc=None, status="error", check=check,
+                              error="ansible-playbook not found beside this Python or on PATH; "
+                                    "install ansible-core")
+    try:
+        import ansible_runner  # type: ignore[import-untyped]
+    except ImportError as exc:
+        return PlaybookResult(rc=None, status="error", check=check,
+                              error=f"ansible-runner cannot be imported: {exc}")
+
+    pdd = Path(tempfile.mkdtemp(prefix="selfdrive-ansible-", dir=tmp_root))
+    collector = _Collector(masker, on_event)
+    run_mark = uuid.uuid4().hex  # in every Ansible process's environment, to find them all
+    try:
+        os.chmod(pdd, 0o700)
+        kwargs: dict[str, Any] = {}
+        if isinstance(playbook, list):
+            kwargs["playbook"] = playbook
+        else:
+            path = Path(playbook).resolve()
+            if not path.is_file():
+                return PlaybookResult(rc=None, status="error", check=check,
+                                      error=f"playbook {path} is not a file")
+            kwargs["playbook"] = path.name
+            kwargs["project_dir"] = str(path.parent)
+        env_dir = pdd / "env"
+        env_dir.mkdir(mode=0o700)
+        # Passed as a file: ansible-runner drops a ``settings=`` argument when this file
+        # is missing.
+        (env_dir / "settings").write_text(json.dumps({"pexpect_timeout": POLL}))
+        if extravars:
+            fd = os.open(env_dir / "extravars", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(dict(extravars), fh)
+        local_tmp = pdd / "tmp"
+        local_tmp.mkdir(mode=0o700)
+        path_var = os.pathsep.join([str(Path(binary).parent),
+                                    os.environ.get("PATH", os.defpath)])
+        envvars = {
+            "PATH": path_var,
+            MARK_VARIABLE: run_mark,
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_SSH_ARGS": ssh_args(known_hosts.resolve()),
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(local_tmp / "cp"),
+            "ANSIBLE_LOCAL_TEMP": str(local_tmp),
+            "ANSIBLE_PIPELINING": "True" if pipelining else "False",
+            "ANSIBLE_TIMEOUT": str(max(1, round(connect_timeout))),
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_DEPRECATION_WARNINGS": "False",
+            "ANSIBLE_SYSTEM_WARNINGS": "False",
+            "ANSIBLE_PYTHON_INTERPRETER": python_interpreter,
+        }
+        cmdline = ["--check"] if check else []
+        if diff or check:
+            cmdline.append("--diff")
+
+        deadline = time.monotonic() + timeout
+        stop = {"why": ""}
+        stopped_processes = 0
+
+        def cancel() -> bool:
+            # ansible-runner's own timeout kills only ansible-playbook's process group;
+            # Ansible's workers (own sessions) and their ssh would go on, holding the pty
+            # open, so the run would end ~5 s late and leave the tasks in flight running.
+            nonlocal stopped_processes
+            if not stop["why"]:
+                if collector.error is not None:
+                    stop["why"] = "error"
+                elif time.monotonic() >= deadline:
+                    stop["why"] = "timeout"
+                elif should_stop is not None and should_stop():
+                    stop["why"] = "canceled"
+            if stop["why"]:
+                stopped_processes += _kill_marked(run_mark)
+                return True
+            return False
+
+        try:
+            runner = ansible_runner.run(
+                private_data_dir=str(pdd), inventory=inventory_for(
+                    hosts, python_interpreter=python_interpreter),
+                envvars=envvars, cmdline=" ".join(cmdline), forks=max(1, forks),
+                suppress_env_files=True, quiet=True,
+                event_handler=collector.handle, cancel_callback=cancel, **kwargs)
+            stdout = _read_stdout(runner)
+            rc: int | None = runner.rc
+            status = str(runner.status)
+            if stop["why"] == "timeout":
+                status = "timeout"
+            error = None
+        except Exception as exc:  # a runner set-up failure: report it as a value
+            rc, status, stdout = None, "error", ""
+            error = f"ansible-runner failed: {type(exc).__name__}: {masker(str(exc))}"
+        leftovers = _kill_marked(run_mark)
+        warnings = []
+        if stop["why"] in ("timeout", "canceled"):
+            warnings.append(f"stopped the run ({stop['why']}) and killed {stopped_processes} "
+                            f"ansible process(es); a task in flight may have changed its host "
+                            f"(with pipelining on, its remote command may still be running)")
+        if leftovers:
+            warnings.append(f"killed {leftovers} ansible process(es) left running after the "
+                            f"run ended ({status})")
+        if collector.error is not None:
+            raise collector.error
+        if status == "timeout":
+            error = f"the playbook timed out after {timeout:g}s"
+        elif status == "canceled":
+            error = "the playbook was canceled"
+        elif status == "failed" and not collector.failures and rc not in (None, 0):
+            error = f"ansible-playbook exited {rc}: {_last_line(masker(stdout))}"
+        return PlaybookResult(
+            rc=rc, status=status, check=check, hosts=collector.hosts, tasks=collector.tasks,
+            changes=collector.changes, failures=collector.failures, stdout=masker(stdout),
+            error=error, warnings=warnings)
+    finally:
+        _kill_marked(run_mark)  # e.g. after a KeyboardInterrupt
+        _remove(pdd)
+
+
+class _Masker:
+    def __init__(self, secrets: Sequence[str]) -> None:
+        # Longest first, so a secret containing another is masked whole.
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+
+class _Collector:
+    """Turns runner events into task results, changes and failures."""
+
+    def __init__(self, mask: _Masker, on_event: Callable[[AnsibleEvent], None] | None) -> None:
+        self.mask = mask
+        self.on_event = on_event
+        self.hosts: dict[str, HostSummary] = {}
+        self.tasks: list[TaskResult] = []
+        self.changes: list[Change] = []
+        self.failures: dict[str, list[str]] = {}
+        self.error: BaseException | None = None
+
+    def handle(self, raw: dict[str, Any]) -> bool:
+        try:
+            self._handle(raw)
+        except BaseException as exc:  # surfaced after the run; the run is canceled
+            if self.error is None:
+                self.error = exc
+        return False  # nothing more to keep on disk
+
+    def _handle(self, raw: dict[str, Any]) -> None:
+        name = str(raw.get("event", ""))
+        data = raw.get("event_data") or {}
+        host = data.get("host")
+        task = data.get("task")
+        res = data.get("res") or {}
+        status: str | None = None
+        message = ""
+        diff_text = ""
+        if name in TASK_EVENTS and host is not None:
+            status = TASK_EVENTS[name]
+            if status == "ok" and res.get("changed"):
+                status = "changed"
+            if status == "failed" and data.get("ignore_errors"):
+                status = "ignored"
+            message = self.mask(_message(res))
+            diff_text = self.mask(_diff_of(res))
+            task_name = str(task or data.get("task_action") or "?")
+            self._record(str(host), task_name, status, message, diff_text)
+        elif name == "runner_on_file_diff":
+            diff_text = self.mask(_diff_text(data.get("diff")))
+        if self.on_event is not None:
+            self.on_event(AnsibleEvent(
+                event=name, host=str(host) if host is not None else None,
+                task=str(task) if task is not None else None, status=status,
+                message=message, diff=diff_text, stdout=self.mask(str(raw.get("stdout", "")))))
+
+    def _record(self, host: str, task: str, status: str, message: str, diff_text: str) -> None:
+        summary = self.hosts.setdefault(host, HostSummary())
+        setattr(summary, status, getattr(summary, status) + 1)
+        if status == "changed":
+            summary.ok += 1  # as in Ansible's recap: changed tasks count as ok too
+            self.changes.append(Change(host=host, task=task, diff=diff_text))
+        if status in ("failed", "unreachable"):
+            self.failures.setdefault(host, []).append(
+                f"{task}: {status}{': ' + message if message else ''}")
+        self.tasks.append(TaskResult(host=host, task=task, status=status, message=message,
+                                     diff=diff_text))
+
+
+def _message(res: Mapping[str, Any]) -> str:
+    for key in ("msg", "reason", "stderr", "module_stderr"):
+        value = res.get(key)
+        if value:
+            return str(value).strip().splitlines()[0][:500] if str(value).strip() else ""
+    return ""
+
+
+def _diff_of(res: Mapping[str, Any]) -> str:
+    parts = [_diff_text(res.get("diff"))]
+    for item in res.get("results") or []:
+        if isinstance(item, Mapping):
+            parts.append(_diff_text(item.get("diff")))
+    return "".join(p for p in parts if p)
+
+
+def _diff_text(diff: Any) -> str:
+    """Ansible's diff structures as unified diff text (what ``--diff`` prints)."""
+    if not diff:
+        return ""
+    if isinstance(diff, list):
+        return "".join(_diff_text(d) for d in diff)
+    if not isinstance(diff, Mapping):
+        return str(diff)
+    if diff.get("prepared"):
+        return str(diff["prepared"]).rstrip("\n") + "\n"
+    if "before" not in diff and "after" not in diff:
+        return ""
+    before, after = diff.get("before", ""), diff.get("after", "")
+    if not isinstance(before, str) or not isinstance(after, str):
+        before = json.dumps(before, indent=2, sort_keys=True) + "\n"
+        after = json.dumps(after, indent=2, sort_keys=True) + "\n"
+    lines = difflib.unified_diff(
+        before.splitlines(keepends=True), after.splitlines(keepends=True),
+        fromfile=f"before: {diff.get('before_header', '')}".rstrip(": "),
+        tofile=f"after: {diff.get('after_header', '')}".rstrip(": "))
+    text = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+                   for line in lines)
+    return text
+
+
+def _kill_marked(mark: str) -> int:
+    """SIGKILL every process of this run still alive; how many there were.
+
+    On a timeout or cancel, ansible-runner kills ansible-playbook's process group, but
+    Ansible's workers run in sessions of their own: they, and their ssh clients, would
+    go on with the task in flight (and its remote command) after the run "ended". They
+    carry the run's mark in their environment (Linux: /proc/PID/environ).
+    """
+    needle = f"{MARK_VARIABLE}={mark}".encode()
+    killed: set[int] = set()
+    for _ in range(3):
+        found = 0
+        for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if needle in environ.split(b"\0"):
+                with contextlib.suppress(OSError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    found += 1
+                    killed.add(int(entry.name))
+        if not found:
+            break
+    return len(killed)
+
+
+def _read_stdout(runner: Any) -> str:
+    with contextlib.suppress(Exception):
+        return str(runner.stdout.read())
+    return ""
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def _remove(path: Path) -> None:
+    def retry(func: Callable[..., Any], target: str, _exc: object) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(target, 0o700)
+            func(target)
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=retry)
+    else:
+        shutil.rmtree(path, onerror=retry)
