@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from selfdrive.executor import RunRequest
 from selfdrive.sdk.command import Command
 from selfdrive.targets.ansible import run_playbook
 from selfdrive.targets.fanout import fan_out
@@ -107,6 +108,43 @@ def bare_one(spec: HostSpec) -> str:
         client.close()
 
 
+RUNBOOK = """
+from selfdrive import Context, Risk, runbook
+
+@runbook(risk=Risk.LOW)
+def fan(ctx: Context, readonly: bool = False) -> None:
+    \"\"\"One command on every host.\"\"\"
+    result = ctx.hosts("all", max_concurrency=50, max_errors=50).run(
+        "hostname; sleep 0.1", readonly=readonly)
+    if not result.ok or len(result.results) != len(ctx.hosts("all").names):
+        raise RuntimeError(f"failed: {result.failed} skipped: {result.skipped}")
+"""
+
+
+def runbook_executor(folder: Path, specs: list[HostSpec], known_hosts: Path) -> Any:
+    """A whole team project: config with the inventory, the runbook file, a journal."""
+    from selfdrive.config import parse_config
+    from selfdrive.executor import Executor
+    from selfdrive.journal import open_journal
+    from selfdrive.registry import load_registry
+
+    root = folder / "team"
+    (root / "runbooks").mkdir(parents=True, exist_ok=True)
+    (root / "runbooks" / "fan.py").write_text(RUNBOOK)
+    config = parse_config({
+        "team": "bench", "level": "L4",
+        "guardrails": {"blast_radius": 1000, "rate_limit_per_runbook": 1000,
+                       "rate_limit_total": 1000},
+        "ssh": {"known_hosts": str(known_hosts)},
+        "inventory": {
+            "hosts": {s.name: {"address": s.address, "port": s.port, "user": s.user,
+                               "key": str(s.key)} for s in specs},
+            "groups": {"all": [s.name for s in specs]}},
+    }, root / "selfdrive.toml")
+    return Executor(config, load_registry(config.runbook_dirs, entry_points=False),
+                    open_journal(config.journal_path))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=50)
@@ -140,6 +178,7 @@ def main() -> int:
                     raise SystemExit(f"one host: {r.error}")
 
         one_host()  # warm-up (imports, page cache)
+        team = runbook_executor(folder, specs, known_hosts)
         for _ in range(args.repeats):
             record("SshTarget, one host (connect + command)", timed(one_host))
 
@@ -156,6 +195,19 @@ def main() -> int:
             record(f"SshTarget × fan_out({len(specs)}), connections reused", timed(fresh))
             for t in targets:
                 t.close()
+
+            for readonly in (False, True):
+                def whole_run(readonly: bool = readonly) -> None:
+                    outcome = team.submit(RunRequest(runbook="fan",
+                                                     params={"readonly": readonly},
+                                                     requested_by="bench"))
+                    if outcome.exit_code != 0:
+                        raise SystemExit(f"runbook run: {outcome.run.status} "
+                                         f"{outcome.message}")
+
+                how = "read-only: the plan runs it too" if readonly else "a change"
+                record(f"selfdrive runbook run, ctx.hosts({len(specs)}), {how}",
+                       timed(whole_run))
 
             def bare_parallel() -> None:
                 with ThreadPoolExecutor(max_workers=len(specs)) as pool:
