@@ -14,6 +14,7 @@ import click
 
 # name -> (module, function, one-line help shown by --help without importing the module)
 _P, _R, _A = "selfdrive.cli.cmd_project", "selfdrive.cli.cmd_runs", "selfdrive.cli.cmd_approvals"
+_S = "selfdrive.cli.cmd_sense"
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "init": (_P, "init", "Scaffold selfdrive.toml and a runbooks/ folder."),
     "list": (_P, "list_", "List the runbooks the registry finds."),
@@ -31,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "deny": (_A, "deny", "Deny a pending run."),
     "resume": (_A, "resume", "Run an approved run (its plan and approvers checked again)."),
     "audit": (_A, "audit", "Verify the journal's hash chain, or print its head."),
+    "serve": (_S, "serve", "Receive alerts over HTTP and run the runbooks they fire."),
+    "trigger": (_S, "trigger", "Feed one alert through the receiver's path, without HTTP."),
+    "alerts": (_S, "alerts", "List received alerts; `alerts show ID` for one, with its brief."),
+    "scheduler": (_S, "scheduler", "Run runbooks on their cron schedules (--once: what is due)."),
 }
 
 

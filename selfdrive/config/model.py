@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from selfdrive.config.remote import InventoryConfig, SshConfig
+from selfdrive.config.sense import ReceiverConfig, ScheduleConfig
 from selfdrive.sdk.vocabulary import Level, Risk, parse_duration
 
 
@@ -235,6 +236,8 @@ class TeamConfig(_Strict):
     executor: ExecutorConfig = ExecutorConfig()
     ssh: SshConfig = SshConfig()
     inventory: InventoryConfig = InventoryConfig()
+    receiver: ReceiverConfig = ReceiverConfig()
+    schedules: list[ScheduleConfig] = Field(default_factory=list)
     _path: Path | None = PrivateAttr(default=None)
 
     @field_validator("level", mode="before")

@@ -54,3 +54,36 @@ def m0003(db: Any) -> None:
     db["runs"].add_column("expires_at", str)
     db["steps"].add_column("plan_hash", str)
     db["runs"].create_index(["mode", "created_at"])
+
+
+@migrations(name="0004_alerts_schedules")
+def m0004(db: Any) -> None:
+    # Every alert received (and every request refused), what it matched and what it started.
+    db["alerts"].create({
+        "id": int, "received_at": str, "source": str, "name": str, "status": str,
+        "labels": str, "annotations": str, "fingerprint": str, "starts_at": str,
+        "group_key": str, "matched": str, "remote": str, "reason": str, "http_status": int,
+        "brief": str,
+    }, pk="id", not_null={"received_at", "source", "status"})
+    db["alerts"].create_index(["received_at"])
+    db["alerts"].create_index(["name", "received_at"])
+    # One row per (alert, matched runbook): a claim on a run, a duplicate, or an error.
+    db["alert_runs"].create({
+        "id": int, "alert_id": int, "runbook": str, "fingerprint": str, "dedup_key": str,
+        "run_id": str, "outcome": str, "detail": str, "diagnostic": int, "owner": str,
+        "claimed_at": str, "updated_at": str,
+    }, pk="id", not_null={"alert_id", "runbook", "outcome", "claimed_at"},
+        foreign_keys=[("alert_id", "alerts", "id")])
+    db["alert_runs"].create_index(["alert_id"])
+    db["alert_runs"].create_index(["runbook", "fingerprint", "id"])
+    db["alert_runs"].create_index(["dedup_key"], unique=True)
+    db["alert_runs"].create_index(["run_id"])
+    # The scheduler: the latest fire handled per schedule, and each fire claimed or missed.
+    db["schedules"].create({"id": str, "last_fire": str, "updated_at": str}, pk="id")
+    db["schedule_fires"].create({
+        "id": int, "schedule_id": str, "fire_time": str, "status": str, "run_id": str,
+        "owner": str, "claimed_at": str, "finished_at": str, "detail": str,
+    }, pk="id", not_null={"schedule_id", "fire_time", "status", "claimed_at"})
+    db["schedule_fires"].create_index(["schedule_id", "fire_time"], unique=True)
+    db["schedule_fires"].create_index(["schedule_id", "status"])
+

@@ -169,6 +169,56 @@ class Journal(abc.ABC):
     @abc.abstractmethod
     def release_lock(self, key: str, run_id: str) -> None: ...
 
+    # -- alerts and schedules (selfdrive.triggers) ----------------------------------
+
+    @abc.abstractmethod
+    def record_alerts(self, alerts: Sequence[dict[str, Any]], *,
+                      window: float) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def record_refused_alert(self, *, source: str, reason: str, http_status: int,
+                             remote: str | None = None, name: str | None = None) -> int: ...
+
+    @abc.abstractmethod
+    def update_alert_claim(self, claim_id: int, *, outcome: str, run_id: str | None = None,
+                           detail: str | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def set_alert_brief(self, alert_id: int, brief: str) -> None: ...
+
+    @abc.abstractmethod
+    def alerts(self, *, limit: int = 50, name: str | None = None) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def get_alert(self, alert_id: int) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    def alert_claims(self, *, alert_id: int | None = None,
+                     outcome: str | None = None) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def run_for_dedup_key(self, key: str) -> RunRecord | None: ...
+
+    @abc.abstractmethod
+    def schedule_last_fire(self, schedule_id: str) -> str | None: ...
+
+    @abc.abstractmethod
+    def claim_schedule_fire(self, schedule_id: str, *, fire_time: str | None,
+                            missed: Sequence[str] = (), missed_total: int | None = None,
+                            stale_after: float = 3600.0,
+                            seen: str | None = None) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def finish_schedule_fire(self, schedule_id: str, fire_time: str, *, status: str,
+                             run_id: str | None = None, detail: str | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def schedule_fires(self, schedule_id: str | None = None, *,
+                       limit: int = 100) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def interrupt_run(self, run_id: str, *, actor: str, reason: str) -> RunRecord: ...
+
     @abc.abstractmethod
     def recover(self) -> list[str]: ...
 
@@ -192,7 +242,6 @@ class SqliteJournal(Journal):
             self.conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None,
                                         check_same_thread=False)
             self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.OperationalError as exc:
@@ -201,6 +250,17 @@ class SqliteJournal(Journal):
             raise JournalError(f"cannot open journal {path}: {exc}") from None
         self.db = sqlite_utils.Database(self.conn)
         self._migrate()
+
+    def _setup_locked(self) -> None:
+        """WAL and migrations, under the file lock: first opens in parallel must not race
+        (switching a new file to WAL takes an exclusive lock that waits no busy timeout)."""
+        from selfdrive.journal.migrations import migrations
+
+        mode = self.conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            self.conn.execute("PRAGMA journal_mode=WAL")
+        if migrations.pending(self.db):
+            migrations.apply(self.db)
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -214,14 +274,11 @@ class SqliteJournal(Journal):
         return JournalError(f"journal {self.path}: cannot {doing}: {text}")
 
     def _migrate(self) -> None:
-        from selfdrive.journal.migrations import migrations
-
         lock_path = self.path.with_name(self.path.name + ".migrate.lock")
         try:
             with lock_path.open("a") as handle:
                 fcntl.flock(handle, fcntl.LOCK_EX)
-                if migrations.pending(self.db):
-                    migrations.apply(self.db)
+                self._setup_locked()
         except sqlite3.Error as exc:
             raise self._error(exc, "apply migrations") from None
         except OSError as exc:
@@ -568,6 +625,282 @@ class SqliteJournal(Journal):
     def release_lock(self, key: str, run_id: str) -> None:
         with self._write(f"release lock {key!r}") as conn:
             conn.execute("DELETE FROM locks WHERE key = ? AND run_id = ?", (key, run_id))
+
+    # -- alerts and schedules (selfdrive.triggers) ----------------------------------
+
+    _ALERT_JSON = ("labels", "annotations", "matched")
+
+    def record_alerts(self, alerts: Sequence[dict[str, Any]], *,
+                      window: float) -> list[dict[str, Any]]:
+        """Journal received alerts and claim the runs they start, in one transaction.
+
+        Each alert is a dict of ``alerts`` columns plus ``claims``: dicts with
+        ``runbook``, ``outcome`` ("claim" or "error"), ``dedup_key``, ``detail`` and
+        ``diagnostic``. A claim becomes ``queued`` unless (runbook, fingerprint) already
+        has a claim made within ``window`` seconds or whose run has not ended: then it
+        is a ``duplicate`` naming that run. Deciding inside the write transaction is
+        what makes dedup hold across threads and processes. Returns, per alert, its
+        ``id`` and its claim rows.
+        """
+        out: list[dict[str, Any]] = []
+        with self._write(f"record {len(alerts)} alert(s)") as conn:
+            for alert in alerts:
+                fields = {k: v for k, v in alert.items() if k != "claims"}
+                fields.setdefault("received_at", utcnow())
+                row = {k: (canonical(v) if k in self._ALERT_JSON else v)
+                       for k, v in fields.items()}
+                cols = ", ".join(row)
+                marks = ", ".join("?" for _ in row)
+                cur = conn.execute(f"INSERT INTO alerts ({cols}) VALUES ({marks})",
+                                   list(row.values()))
+                alert_id = int(cur.lastrowid or 0)
+                now = fields["received_at"]
+                claims = []
+                for claim in alert.get("claims", ()):
+                    claims.append(self._claim_alert_run(conn, alert_id, fields, claim, now,
+                                                        window))
+                out.append({"id": alert_id, "claims": claims})
+        return out
+
+    def _claim_alert_run(self, conn: sqlite3.Connection, alert_id: int,
+                         alert: dict[str, Any], claim: dict[str, Any], now: str,
+                         window: float) -> dict[str, Any]:
+        runbook, fingerprint = claim["runbook"], alert.get("fingerprint")
+        outcome, detail, key, run_id = claim["outcome"], claim.get("detail"), None, None
+        if outcome == "claim":
+            outcome, key = "queued", claim["dedup_key"]
+            prior = conn.execute(
+                "SELECT a.id, a.alert_id, a.claimed_at, a.run_id, r.id AS live_run, "
+                "r.status FROM alert_runs a LEFT JOIN runs r ON r.dedup_key = a.dedup_key "
+                "WHERE a.runbook = ? AND a.fingerprint = ? AND a.dedup_key IS NOT NULL "
+                "ORDER BY a.id DESC LIMIT 1", (runbook, fingerprint)).fetchone()
+            if prior is not None:
+                claimed = datetime.fromisoformat(prior["claimed_at"])
+                age = (datetime.fromisoformat(now) - claimed).total_seconds()
+                in_flight = prior["status"] is not None and not RunState(prior["status"]).final
+                if in_flight or age < window:
+                    outcome, key = "duplicate", None
+                    run_id = prior["live_run"] or prior["run_id"]
+                    what = f"run {run_id}" if run_id else "a queued run"
+                    if in_flight:
+                        detail = (f"{what} for this alert fingerprint is still "
+                                  f"{prior['status']} (claimed by alert #{prior['alert_id']})")
+                    else:
+                        detail = (f"{what} was started for this alert fingerprint by alert "
+                                  f"#{prior['alert_id']} {age:.0f}s ago, within the "
+                                  f"{window:g}s dedup window")
+        cur = conn.execute(
+            "INSERT INTO alert_runs (alert_id, runbook, fingerprint, dedup_key, run_id, "
+            "outcome, detail, diagnostic, owner, claimed_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (alert_id, runbook, fingerprint, key, run_id, outcome, detail,
+             int(bool(claim.get("diagnostic"))), self.owner, now, now))
+        return {"id": int(cur.lastrowid or 0), "alert_id": alert_id, "runbook": runbook,
+                "fingerprint": fingerprint, "dedup_key": key, "run_id": run_id,
+                "outcome": outcome, "detail": detail,
+                "diagnostic": bool(claim.get("diagnostic")), "claimed_at": now}
+
+    def record_refused_alert(self, *, source: str, reason: str, http_status: int,
+                             remote: str | None = None, name: str | None = None) -> int:
+        """Journal a request the receiver refused (never its body or credentials)."""
+        with self._write("record a refused alert request") as conn:
+            cur = conn.execute(
+                "INSERT INTO alerts (received_at, source, name, status, reason, http_status, "
+                "remote) VALUES (?, ?, ?, 'refused', ?, ?, ?)",
+                (utcnow(), source, name, reason, http_status, remote))
+            return int(cur.lastrowid or 0)
+
+    def update_alert_claim(self, claim_id: int, *, outcome: str, run_id: str | None = None,
+                           detail: str | None = None) -> None:
+        with self._write(f"record the outcome of alert claim {claim_id}") as conn:
+            conn.execute("UPDATE alert_runs SET outcome = ?, run_id = COALESCE(?, run_id), "
+                         "detail = COALESCE(?, detail), updated_at = ? WHERE id = ?",
+                         (outcome, run_id, detail, utcnow(), claim_id))
+
+    def set_alert_brief(self, alert_id: int, brief: str) -> None:
+        with self._write(f"store the brief of alert {alert_id}") as conn:
+            conn.execute("UPDATE alerts SET brief = ? WHERE id = ?", (brief, alert_id))
+
+    def _alert_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        for key in self._ALERT_JSON:
+            row[key] = json.loads(row[key]) if row.get(key) else ({} if key != "matched"
+                                                                   else [])
+        return row
+
+    def alerts(self, *, limit: int = 50, name: str | None = None) -> list[dict[str, Any]]:
+        """Received alerts, newest first, each with its claims (runbook, outcome, run)."""
+        sql, params = "SELECT * FROM alerts", list[Any]()
+        if name is not None:
+            sql += " WHERE name = ?"
+            params.append(name)
+        rows = self._read(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        claims: dict[int, list[dict[str, Any]]] = {}
+        marks = ", ".join("?" for _ in ids)
+        for claim in self._read(f"SELECT * FROM alert_runs WHERE alert_id IN ({marks}) "
+                                f"ORDER BY id", ids):
+            claim["diagnostic"] = bool(claim["diagnostic"])
+            claims.setdefault(claim["alert_id"], []).append(claim)
+        return [{**self._alert_row(r), "claims": claims.get(r["id"], [])} for r in rows]
+
+    def get_alert(self, alert_id: int) -> dict[str, Any] | None:
+        rows = self._read("SELECT * FROM alerts WHERE id = ?", (alert_id,))
+        if not rows:
+            return None
+        return {**self._alert_row(rows[0]), "claims": self.alert_claims(alert_id=alert_id)}
+
+    def alert_claims(self, *, alert_id: int | None = None,
+                     outcome: str | None = None) -> list[dict[str, Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if alert_id is not None:
+            where.append("alert_id = ?")
+            params.append(alert_id)
+        if outcome is not None:
+            where.append("outcome = ?")
+            params.append(outcome)
+        sql = "SELECT * FROM alert_runs" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self._read(sql + " ORDER BY id", params)
+        for row in rows:
+            row["diagnostic"] = bool(row["diagnostic"])
+        return rows
+
+    def run_for_dedup_key(self, key: str) -> RunRecord | None:
+        rows = self._read("SELECT * FROM runs WHERE dedup_key = ?", (key,))
+        return RunRecord.from_row(rows[0]) if rows else None
+
+    def schedule_last_fire(self, schedule_id: str) -> str | None:
+        rows = self._read("SELECT last_fire FROM schedules WHERE id = ?", (schedule_id,))
+        return rows[0]["last_fire"] if rows else None
+
+    def claim_schedule_fire(self, schedule_id: str, *, fire_time: str | None,
+                            missed: Sequence[str] = (), missed_total: int | None = None,
+                            stale_after: float = 3600.0,
+                            seen: str | None = None) -> dict[str, Any]:
+        """Claim one fire of a schedule (and journal the fires it missed), atomically.
+
+        Fire times are UTC ISO strings. Nothing is claimed when the schedule's latest
+        handled fire is at or after ``fire_time`` (another scheduler got there first),
+        or when an earlier fire of it is still in progress in a live process (that one
+        is recorded ``skipped``). ``seen`` is a fire time to remember as handled without
+        running it (a schedule's first sight). ``stale_after`` seconds bounds how long a
+        claim whose owner cannot be checked (another host) counts as in progress.
+        """
+        now = utcnow()
+        newest = max([t for t in (fire_time, seen, *missed) if t], default=None)
+        with self._write(f"claim a fire of schedule {schedule_id!r}") as conn:
+            row = conn.execute("SELECT last_fire FROM schedules WHERE id = ?",
+                               (schedule_id,)).fetchone()
+            last = row["last_fire"] if row else None
+            if last is not None and newest is not None and last >= newest:
+                return {"claimed": False, "status": "taken", "missed": 0,
+                        "detail": f"fire {newest} was already handled (latest handled: {last})"}
+            fresh = [t for t in missed if last is None or t > last]
+            for at in fresh:
+                conn.execute("INSERT OR IGNORE INTO schedule_fires (schedule_id, fire_time, "
+                             "status, owner, claimed_at, detail) VALUES (?, ?, 'missed', ?, ?, "
+                             "?)", (schedule_id, at, self.owner, now,
+                                    "the scheduler was not running within the grace period"))
+            total = len(fresh) if missed_total is None else max(missed_total, len(fresh))
+            if total:
+                self._append_event(conn, "schedule.missed", "scheduler", None,
+                                   {"schedule": schedule_id, "count": total,
+                                    "first": min(fresh) if fresh else None,
+                                    "last": max(fresh) if fresh else None})
+            result: dict[str, Any] = {"claimed": False, "status": "missed", "missed": total,
+                                      "detail": None}
+            if fire_time is not None:
+                result = {**self._claim_fire(conn, schedule_id, fire_time, now, stale_after),
+                          "missed": total}
+            if newest is not None:
+                conn.execute("INSERT INTO schedules (id, last_fire, updated_at) VALUES (?, ?, ?) "
+                             "ON CONFLICT(id) DO UPDATE SET last_fire = excluded.last_fire, "
+                             "updated_at = excluded.updated_at", (schedule_id, newest, now))
+        return result
+
+    def _claim_fire(self, conn: sqlite3.Connection, schedule_id: str, fire_time: str, now: str,
+                    stale_after: float) -> dict[str, Any]:
+        busy = conn.execute("SELECT fire_time, owner, claimed_at FROM schedule_fires WHERE "
+                            "schedule_id = ? AND status = 'claimed' AND fire_time != ? "
+                            "ORDER BY fire_time DESC LIMIT 1",
+                            (schedule_id, fire_time)).fetchone()
+        if busy is not None:
+            alive = owner_alive(busy["owner"])
+            age = (datetime.fromisoformat(now)
+                   - datetime.fromisoformat(busy["claimed_at"])).total_seconds()
+            if alive or (alive is None and age < stale_after):
+                detail = (f"the run for fire {busy['fire_time']} is still in progress "
+                          f"(scheduler {busy['owner']}); schedules never overlap")
+                conn.execute("INSERT OR IGNORE INTO schedule_fires (schedule_id, fire_time, "
+                             "status, owner, claimed_at, finished_at, detail) "
+                             "VALUES (?, ?, 'skipped', ?, ?, ?, ?)",
+                             (schedule_id, fire_time, self.owner, now, now, detail))
+                return {"claimed": False, "status": "skipped", "detail": detail}
+            conn.execute("UPDATE schedule_fires SET status = 'interrupted', finished_at = ?, "
+                         "detail = ? WHERE schedule_id = ? AND fire_time = ?",
+                         (now, f"scheduler {busy['owner']} went away during this fire",
+                          schedule_id, busy["fire_time"]))
+        try:
+            conn.execute("INSERT INTO schedule_fires (schedule_id, fire_time, status, owner, "
+                         "claimed_at) VALUES (?, ?, 'claimed', ?, ?)",
+                         (schedule_id, fire_time, self.owner, now))
+        except sqlite3.IntegrityError:
+            return {"claimed": False, "status": "taken",
+                    "detail": f"fire {fire_time} was claimed by another scheduler"}
+        return {"claimed": True, "status": "claimed", "detail": None}
+
+    def finish_schedule_fire(self, schedule_id: str, fire_time: str, *, status: str,
+                             run_id: str | None = None, detail: str | None = None) -> None:
+        with self._write(f"record the end of a fire of schedule {schedule_id!r}") as conn:
+            conn.execute("UPDATE schedule_fires SET status = ?, run_id = ?, detail = ?, "
+                         "finished_at = ? WHERE schedule_id = ? AND fire_time = ?",
+                         (status, run_id, detail, utcnow(), schedule_id, fire_time))
+
+    def schedule_fires(self, schedule_id: str | None = None, *,
+                       limit: int = 100) -> list[dict[str, Any]]:
+        """Fires claimed, missed or skipped, newest first."""
+        if schedule_id is None:
+            return self._read("SELECT * FROM schedule_fires ORDER BY fire_time DESC, id DESC "
+                              "LIMIT ?", (limit,))
+        return self._read("SELECT * FROM schedule_fires WHERE schedule_id = ? "
+                          "ORDER BY fire_time DESC, id DESC LIMIT ?", (schedule_id, limit))
+
+    def interrupt_run(self, run_id: str, *, actor: str, reason: str) -> RunRecord:
+        """Mark this process's own unfinished run ``interrupted`` (a stop was forced).
+
+        Like crash recovery, but for a run that is still ours: its in-flight step's
+        outcome becomes ``unknown`` and its lock is released; nothing is re-run.
+        """
+        with self._write(f"mark run {run_id} interrupted") as conn:
+            row = conn.execute("SELECT status, owner FROM runs WHERE id = ?",
+                               (run_id,)).fetchone()
+            if row is None:
+                raise JournalError(f"no run {run_id}")
+            current = RunState(row["status"])
+            if not current.can_become(RunState.INTERRUPTED) or row["owner"] != self.owner:
+                return self._run_in(conn, run_id)
+            now = utcnow()
+            unknown = conn.execute(
+                "UPDATE steps SET status = 'unknown', finished_at = ?, error = ? "
+                "WHERE run_id = ? AND status = 'started'",
+                (now, f"stopped during this step ({reason}); its outcome is unknown",
+                 run_id)).rowcount
+            conn.execute("UPDATE runs SET status = 'interrupted', finished_at = ?, "
+                         "updated_at = ?, error = ? WHERE id = ?",
+                         (now, now, f"{reason} while the run was {current.value}; not re-run",
+                          run_id))
+            conn.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
+            self._append_event(conn, "run.interrupted", actor, run_id,
+                               {"from": current.value, "reason": reason,
+                                "steps_outcome_unknown": unknown})
+        return self.get_run(run_id)
+
+    @staticmethod
+    def _run_in(conn: sqlite3.Connection, run_id: str) -> RunRecord:
+        row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return RunRecord.from_row(dict(row))
 
     # -- crash recovery ----------------------------------------------------------
 

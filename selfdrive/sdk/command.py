@@ -99,6 +99,16 @@ def _text_environment() -> Any:
     return env
 
 
+@functools.lru_cache(maxsize=512)
+def _compile_text(template: str) -> Template:
+    from jinja2 import TemplateSyntaxError
+
+    try:
+        return _text_environment().from_string(template)  # type: ignore[no-any-return]
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"template syntax error in {template!r}: {exc.message}") from None
+
+
 def _plain(value: object) -> str:
     if value is None:
         raise TemplateError("a template interpolated None; pass a value or leave it out")
@@ -110,14 +120,9 @@ def render_text(template: str, variables: Mapping[str, Any]) -> str:
 
     Secrets are masked: a key or label is stored and shown, so it must never hold one.
     """
-    from jinja2 import TemplateSyntaxError
-
     if len(template) > MAX_TEMPLATE_CHARS:
         raise TemplateError(f"template longer than {MAX_TEMPLATE_CHARS} characters")
-    try:
-        compiled = _text_environment().from_string(template)
-    except TemplateSyntaxError as exc:
-        raise TemplateError(f"template syntax error in {template!r}: {exc.message}") from None
+    compiled = _compile_text(template)
     return _render(compiled, template, {k: _unwrap(v, reveal=False)
                                         for k, v in variables.items()})
 
