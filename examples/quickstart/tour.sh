@@ -22,5 +22,7 @@ step selfdrive run disk-report             # READ_ONLY at L1: autonomous
 step selfdrive run clean-cache --yes       # LOW by hand at L1: a human approves (--yes: you)
 step selfdrive run rotate-log --yes        # MEDIUM at L1: a human approves
 step selfdrive run wipe-cache              # CRITICAL at L1: policy only ever plans it
+touch -d '30 days ago' var/cache/thumbnails/fresh.bin
+step selfdrive trigger CacheDiskFilling -l cache_dir=var/cache   # its own alert: LOW runs by itself
 step selfdrive history
 printf '\nRe-run the tour any time; `selfdrive logs RUN_ID` shows one run step by step.\n'

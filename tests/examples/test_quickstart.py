@@ -40,11 +40,15 @@ def test_tour_plans_and_executes_and_history_shows_both(tmp_path: Path) -> None:
     assert by_name[("disk-report", "autonomous")] == "succeeded"
     assert by_name[("rotate-log", "approval")] == "succeeded"
     assert by_name[("wipe-cache", "dry-run")] == "planned"
-    assert all(r["requested_by"] == "newcomer" for r in runs)
+    # The alert is clean-cache's own trigger: at L1 a LOW runbook then runs by itself.
+    assert by_name[("clean-cache", "autonomous")] == "succeeded"
+    assert {r["requested_by"] for r in runs} == {"newcomer", "alert"}
 
-    # clean-cache removed the old files only; wipe-cache (CRITICAL at L1) changed nothing.
+    # clean-cache removed old files only; wipe-cache (CRITICAL at L1) changed nothing;
+    # the alert-fired run removed the file the tour aged just before it.
     cache = project / "var" / "cache" / "thumbnails"
-    assert sorted(p.name for p in cache.iterdir()) == ["fresh.bin"]
+    assert sorted(p.name for p in cache.iterdir()) == []
+    assert cache.is_dir()
     log = project / "var" / "log"
     assert (log / "app.log").stat().st_size == 0
     assert (log / "app.log.1.gz").stat().st_size > 0
