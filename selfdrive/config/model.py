@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from selfdrive.config.remote import InventoryConfig, SshConfig
-from selfdrive.config.sense import ReceiverConfig, ScheduleConfig
+from selfdrive.config.sense import ReceiverConfig, ScheduleConfig, check_timezone
 from selfdrive.sdk.vocabulary import Level, Risk, parse_duration
 
 
@@ -144,14 +144,7 @@ class FreezeWindow(_Strict):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as "
-                             f"'Europe/Berlin')") from None
-        return value
+        return check_timezone(value)
 
     @field_validator("cron")
     @classmethod

@@ -87,3 +87,27 @@ def m0004(db: Any) -> None:
     db["schedule_fires"].create_index(["schedule_id", "fire_time"], unique=True)
     db["schedule_fires"].create_index(["schedule_id", "status"])
 
+
+@migrations(name="0005_learning_indexes")
+def m0005(db: Any) -> None:
+    # What selfdrive.learning reads, kept fast as the journal grows (bench/journal_scale.py).
+    # A window of runs (stats, learn, weekly report) read from this index alone: every
+    # column those queries touch, in time order. About a quarter of a run row's size.
+    db["runs"].create_index(["created_at", "runbook", "mode", "status", "verified",
+                             "started_at", "finished_at", "dedup_key", "firing", "id"],
+                            index_name="idx_runs_window")
+    # Policy's verified-success count per runbook, answered from the index alone.
+    db["runs"].create_index(["runbook", "status", "verified", "mode"])
+    # A runbook's live runs newest first (started_at is set only when a run really ran):
+    # last run (stale), last 2N durations (slow).
+    db["runs"].create_index(["runbook", "started_at"])
+    # A runbook's record against one alert name (ranking the runbooks an alert matches).
+    db.execute("CREATE INDEX idx_runs_alert_record ON runs "
+               "(json_extract(firing, '$.name'), runbook, status, verified) "
+               "WHERE json_extract(firing, '$.kind') = 'alert'")
+    # Verifications that passed only after retries (flaky): a small partial index.
+    db.execute("CREATE INDEX idx_steps_verify_retried ON steps (started_at, run_id, name, attempt) "
+               "WHERE phase = 'verify' AND kind = 'check' AND attempt > 1 AND status = 'ok'")
+    # Firing alerts that matched no runbook (uncovered), by time.
+    db.execute("CREATE INDEX idx_alerts_uncovered ON alerts (received_at, name, fingerprint) "
+               "WHERE status = 'firing' AND matched = '[]'")

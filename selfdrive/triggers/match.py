@@ -83,10 +83,16 @@ def match_alert(alert: Alert, registry: Registry) -> list[Match]:
 
 
 def order_matches(matches: Sequence[Match], journal: Journal) -> list[Match]:
-    """The order in which an alert's matches are tried: declared order, for now.
+    """The order in which an alert's matches are tried: the better record first.
 
-    This is where the learning layer plugs in: ranking the runbooks one alert fires by
-    their track record against that alert (``journal`` holds every alert, its matches
-    and the outcome of the runs it started).
+    Ranked by the learning layer on each runbook's verified successes for this alert
+    name (a Wilson lower bound, so two lucky runs do not beat forty good ones); with
+    no record, or equal records, the declared order decides.
     """
-    return list(matches)
+    from selfdrive.learning.rank import rank_matches
+
+    if len(matches) < 2:
+        return list(matches)
+    order = rank_matches([m.runbook.name for m in matches], matches[0].trigger.name, journal)
+    by_name = {m.runbook.name: m for m in matches}
+    return [by_name[name] for name in order]

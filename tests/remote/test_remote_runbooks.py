@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,22 +30,22 @@ BIN = Path(sys.executable).parent
 RUNBOOK = '''
 from selfdrive import Context, Risk, runbook
 
-HERE = 'd="$HOME/demo/$(echo $SSH_CONNECTION | cut -d" " -f3)"; mkdir -p "$d"; '
+HERE = 'd="$HOME/demo-{{ tag }}/$(echo $SSH_CONNECTION | cut -d" " -f3)"; mkdir -p "$d"; '
 
 @runbook(risk=Risk.LOW, domain="web", timeout="1m")
-def restart_demo(ctx: Context, group: str = "web") -> None:
+def restart_demo(ctx: Context, tag: str, group: str = "web") -> None:
     """Restart the demo service on every host of a group."""
     web = ctx.hosts(group, max_concurrency=3, max_errors=1)
     status = web.run(HERE + 'cat "$d/pid" 2>/dev/null || echo none', readonly=True)
     ctx.note("pids_before", {h: r.stdout.strip() for h, r in status.results.items()})
     result = web.run(HERE + 'if [ -f "$d/pid" ]; then kill "$(cat "$d/pid")" 2>/dev/null; fi; '
-                     'nohup sleep 300 "demo-$(basename "$d")" >/dev/null 2>&1 </dev/null & '
-                     'echo $! > "$d/pid"')
+                     'nohup sleep 300 "demo-{{ tag }}-$(basename "$d")" >/dev/null 2>&1 '
+                     '</dev/null & echo $! > "$d/pid"')
     if not result.ok:
         raise RuntimeError(f"restart failed on {', '.join(result.failed)}")
 
 @restart_demo.verify(attempts=3, interval="0.2s")
-def every_demo_answers(ctx: Context, group: str) -> bool:
+def every_demo_answers(ctx: Context, tag: str, group: str) -> bool:
     check = ctx.hosts(group).run(HERE + 'kill -0 "$(cat "$d/pid")"', readonly=True)
     return check.ok
 
@@ -67,11 +70,11 @@ def _project(root: Path, sshd: Sshd, *, hosts: int = 3) -> Path:
     return root
 
 
-def _pid_files(sshd: Sshd, hosts: int = 3) -> dict[str, str | None]:
+def _pid_files(sshd: Sshd, tag: str, hosts: int = 3) -> dict[str, str | None]:
     home = Path(os.path.expanduser(f"~{sshd.user}"))
     out = {}
     for address in sshd.addresses[:hosts]:
-        pid = home / "demo" / address / "pid"
+        pid = home / f"demo-{tag}" / address / "pid"
         out[address] = pid.read_text().strip() if pid.exists() else None
     return out
 
@@ -83,32 +86,39 @@ def _executor(root: Path) -> Executor:
                     open_journal(config.journal_path))
 
 
+TAG = uuid.uuid4().hex[:12]  # this session's demo folders and processes, no one else's
+
+
 @pytest.fixture
-def project(tmp_path: Path, sshd: Sshd) -> Path:
+def project(tmp_path: Path, sshd: Sshd) -> Iterator[Path]:
     yield _project(tmp_path / "team", sshd)
-    subprocess.run(["pkill", "-u", sshd.user, "-f", "sleep 300 demo-"], check=False)
+    subprocess.run(["pkill", "-u", sshd.user, "-f", f"sleep 300 demo-{TAG}-"], check=False)
+    shutil.rmtree(Path(os.path.expanduser(f"~{sshd.user}")) / f"demo-{TAG}",
+                  ignore_errors=True)
 
 
 def test_dry_run_changes_nothing_then_a_run_restarts_all_three(project: Path,
                                                               sshd: Sshd) -> None:
     executor = _executor(project)
     # First run starts the services; remember their pids.
-    first = executor.submit(RunRequest(runbook="restart-demo", params={}, requested_by="t"))
+    first = executor.submit(RunRequest(runbook="restart-demo", params={"tag": TAG},
+                                         requested_by="t"))
     assert first.run.status is RunState.SUCCEEDED, first.message
-    before = _pid_files(sshd)
+    before = _pid_files(sshd, TAG)
     assert all(before.values()), before
 
-    planned = executor.submit(RunRequest(runbook="restart-demo", params={}, requested_by="t",
-                                         dry_run=True))
+    planned = executor.submit(RunRequest(runbook="restart-demo", params={"tag": TAG},
+                                         requested_by="t", dry_run=True))
     assert planned.run.status is RunState.PLANNED
-    assert _pid_files(sshd) == before  # dry-run changed nothing on any host
+    assert _pid_files(sshd, TAG) == before  # dry-run changed nothing on any host
     assert planned.plan.targets == ("web1", "web2", "web3")
     assert len(planned.plan.changes) == 3
     assert all("nohup sleep 300" in c.command for c in planned.plan.changes)
 
-    again = executor.submit(RunRequest(runbook="restart-demo", params={}, requested_by="t"))
+    again = executor.submit(RunRequest(runbook="restart-demo", params={"tag": TAG},
+                                         requested_by="t"))
     assert again.run.status is RunState.SUCCEEDED, again.message
-    after = _pid_files(sshd)
+    after = _pid_files(sshd, TAG)
     assert all(after[a] and after[a] != before[a] for a in after), (before, after)
     for pid in after.values():
         assert wait_until(lambda p=pid: Path(f"/proc/{p}").exists())

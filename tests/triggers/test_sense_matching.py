@@ -7,11 +7,14 @@ import hashlib
 import hmac
 import json
 import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from selfdrive import Context, Risk, alert, runbook
+from selfdrive.journal import open_journal
 from selfdrive.registry import Registry
 from selfdrive.triggers.match import match_alert, order_matches
 from selfdrive.triggers.payloads import (
@@ -65,7 +68,10 @@ def test_equality_regex_full_match_and_declared_order() -> None:
     assert names(found) == ["web-disk", "any-disk", "no-team"]
     assert dict(found[0].params) == {"host": "web-12", "why": "DiskFull: 97%"}
     assert dict(found[1].params) == {"host": "any"}  # its first trigger did not match
-    assert order_matches(found, None) == found  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory() as folder:  # no record yet: declared order decides
+        journal = open_journal(Path(folder) / "journal.db")
+        assert order_matches(found, journal) == found
+        journal.close()
     # A regex must match the whole value; equality is exact; other names never match.
     assert names(match_alert(Alert("DiskFull", {"env": "prod", "host": "web-12x"}),
                              REGISTRY)) == ["any-disk", "no-team"]
