@@ -20,6 +20,9 @@ from selfdrive.config.remote import InventoryConfig, SshConfig
 from selfdrive.config.sense import ReceiverConfig, ScheduleConfig, check_timezone
 from selfdrive.sdk.vocabulary import Level, Risk, parse_duration
 
+#: The built-in runbook library: a folder of runbook files shipped inside the package.
+LIBRARY_DIR = Path(__file__).resolve().parent.parent / "library"
+
 
 class Rule(enum.StrEnum):
     """What one cell of the policy matrix allows."""
@@ -221,6 +224,7 @@ class TeamConfig(_Strict):
     runbooks: list[str] = Field(default_factory=lambda: ["runbooks"])
     journal: str = ".selfdrive/journal.db"
     entry_points: bool = True
+    library: bool = False  # also load the built-in runbook library (selfdrive/library/)
     policy: PolicyConfig = PolicyConfig()
     approvals: ApprovalsConfig = ApprovalsConfig()
     guardrails: GuardrailsConfig = GuardrailsConfig()
@@ -264,4 +268,6 @@ class TeamConfig(_Strict):
 
     @property
     def runbook_dirs(self) -> list[Path]:
-        return [(self.root / d).resolve() for d in self.runbooks]
+        """The team's runbook folders, then the built-in library's when ``library = true``."""
+        dirs = [(self.root / d).resolve() for d in self.runbooks]
+        return [*dirs, LIBRARY_DIR] if self.library else dirs

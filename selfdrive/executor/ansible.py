@@ -82,7 +82,13 @@ def run_ansible(ctx: RunContext, playbook: str | list[dict[str, Any]], *,
                         "hosts": {h: vars(summary) for h, summary in result.hosts.items()},
                         "changes": len(result.changes)})
     changes = []
-    for change in result.changes:
+    # Ansible reports a batch's hosts in whatever order they finish: order the changes by
+    # task, then inventory, so that the same playbook gives the same plan (and hash).
+    task_order = {t: i for i, t in reversed(list(enumerate(t.task for t in result.tasks)))}
+    host_order = {name: i for i, name in enumerate(names)}
+    ordered = sorted(result.changes, key=lambda c: (task_order.get(c.task, len(task_order)),
+                                                    host_order.get(c.host, len(host_order))))
+    for change in ordered:
         diff = s.redact(change.diff) or ""
         changes.append(AnsibleChange(host=change.host, task=s.redact(change.task) or "",
                                      diff=diff))

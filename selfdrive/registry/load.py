@@ -123,18 +123,22 @@ def _import_file(path: Path, root: Path) -> tuple[ModuleType | None, LoadProblem
     added = root_text not in sys.path
     if added:  # lets runbook files share helper modules in their own folder
         sys.path.insert(0, root_text)
+    # Registered before it runs, as an import would be: dataclasses and pickling look
+    # their module up in sys.modules while the file executes.
+    sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
+        sys.modules.pop(name, None)
         where = f"{exc.filename or path}:{exc.lineno or 0}"
         return None, LoadProblem(where, f"syntax error: {exc.msg}", _guess_names(path))
     except Exception as exc:
+        sys.modules.pop(name, None)
         return None, LoadProblem(_locate(exc, path), f"{type(exc).__name__}: {exc}",
                                  _guess_names(path))
     finally:
         if added and root_text in sys.path:
             sys.path.remove(root_text)
-    sys.modules[name] = module
     return module, None
 
 

@@ -51,8 +51,14 @@ class Param:
 
     @property
     def type_name(self) -> str:
+        """A readable type for `show`: constraints (``Annotated`` metadata) left out."""
         ann = self.annotation
-        return ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
+        if typing.get_origin(ann) is typing.Annotated:
+            ann = typing.get_args(ann)[0]
+        if isinstance(ann, type):
+            return ann.__name__
+        return (str(ann).replace("typing.", "").replace("pydantic.types.", "")
+                .replace("pathlib.", ""))
 
 
 class Runbook:
