@@ -24,6 +24,16 @@ if TYPE_CHECKING:
     from selfdrive.targets.ansible import AnsibleEvent
 
 
+def playbook_name(playbook: object) -> str:
+    """How a playbook is named in plans and the journal; anything else is a usage error."""
+    if isinstance(playbook, str):
+        return playbook
+    if isinstance(playbook, list):
+        return "inline playbook"
+    raise UsageError(f"ctx.ansible() takes a playbook path or a list of plays, not "
+                     f"{type(playbook).__name__}")
+
+
 def run_ansible(ctx: RunContext, playbook: str | list[dict[str, Any]], *,
                 hosts: str | list[str], extravars: Mapping[str, Any], readonly: bool,
                 timeout: float | None) -> AnsibleResult:
@@ -35,17 +45,14 @@ def run_ansible(ctx: RunContext, playbook: str | list[dict[str, Any]], *,
         raise ReadOnlyViolationError(f"{s.phase} {s.hook or ''} tried to run a playbook that "
                                      f"changes things; pass readonly=True if it only reads")
     config = s.pool.config
+    name = playbook_name(playbook)
+    source: Path | list[dict[str, Any]]
     if isinstance(playbook, str):
-        path = (config.root / playbook).resolve()
-        if not path.is_file():
-            raise UsageError(f"ctx.ansible(): no playbook {path}")
-        source: Path | list[dict[str, Any]] = path
-        name = playbook
-    elif isinstance(playbook, list):
-        source, name = playbook, "inline playbook"
+        source = (config.root / playbook).resolve()
+        if not source.is_file():
+            raise UsageError(f"ctx.ansible(): no playbook {source}")
     else:
-        raise UsageError(f"ctx.ansible() takes a playbook path or a list of plays, not "
-                         f"{type(playbook).__name__}")
+        source = playbook
     specs = s.pool.hosts(hosts)
     check = s.mode is Mode.DRY_RUN and not readonly
     if not specs:

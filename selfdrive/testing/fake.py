@@ -383,15 +383,9 @@ class FakeContext(Context):
             raise ReadOnlyViolationError(f"{s.phase} {s.hook or ''} tried to run a playbook "
                                          f"that changes things; pass readonly=True if it "
                                          f"only reads")
-        if isinstance(playbook, str):
-            name = playbook
-        elif isinstance(playbook, list):
-            name = "inline playbook"
-        else:
-            from selfdrive.sdk.errors import UsageError
+        from selfdrive.executor.ansible import playbook_name
 
-            raise UsageError(f"ctx.ansible() takes a playbook path or a list of plays, not "
-                             f"{type(playbook).__name__}")
+        name = playbook_name(playbook)
         specs = s.pool.hosts(hosts)
         check = s.mode is Mode.DRY_RUN and not readonly
         if not specs:
