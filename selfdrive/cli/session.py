@@ -110,8 +110,15 @@ def session() -> Session:
     return found
 
 
+ENV_PREFIX = "@env:"
+
+
 def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``-p key=value`` pairs; a key given twice becomes a list."""
+    """``-p key=value`` pairs; a key given twice becomes a list.
+
+    ``-p key=@env:NAME`` takes the value from environment variable NAME, so a secret
+    never appears on a command line (where the process list would show it).
+    """
     from selfdrive.sdk.errors import ParameterError
 
     out: dict[str, Any] = {}
@@ -120,6 +127,12 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise ParameterError(f"-p {pair!r}: expected key=value")
+        if value.startswith(ENV_PREFIX):
+            name = value[len(ENV_PREFIX):]
+            if name not in os.environ:
+                raise ParameterError(f"-p {key}={value}: environment variable {name!r} is not "
+                                     f"set")
+            value = os.environ[name]
         if key in out:
             out[key] = [*out[key], value] if isinstance(out[key], list) else [out[key], value]
         else:

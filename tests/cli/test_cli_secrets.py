@@ -104,3 +104,34 @@ def test_a_secret_never_leaves_the_command(l4: Project, tmp_path: Path) -> None:
         assert token not in text, f"the secret leaked to the CLI's output:\n{text}"
     for path in l4.journal.parent.iterdir():
         assert token.encode() not in path.read_bytes(), f"the secret is in {path.name}"
+
+
+def test_a_secret_from_the_environment_never_is_on_the_command_line(tmp_path: Path) -> None:
+    """`-p token=@env:NAME` reads the value from the environment; a missing one is exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "runbooks").mkdir()
+    (tmp_path / "runbooks" / "tok.py").write_text(
+        "from selfdrive import Context, Risk, SecretStr, runbook\n\n"
+        "@runbook(risk=Risk.READ_ONLY)\n"
+        "def use_token(ctx: Context, out: str, token: SecretStr) -> None:\n"
+        '    """Write the token where the test can read it."""\n'
+        "    ctx.run('printf %s {{ token }} > {{ out }}', readonly=True)\n")
+    (tmp_path / "selfdrive.toml").write_text('team = "t"\nlevel = "L1"\n')
+    secret = "s3cr3t-from-env-7c1d"
+    exe = str(Path(sys.executable).parent / "selfdrive")
+    env = {**os.environ, "SELFDRIVE_USER": "alice", "API_TOKEN": secret}
+    out = tmp_path / "got"
+    done = subprocess.run([exe, "run", "use-token", "-p", f"out={out}",
+                           "-p", "token=@env:API_TOKEN"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text() == secret
+    assert secret not in done.stdout + done.stderr
+    missing = subprocess.run([exe, "run", "use-token", "-p", f"out={out}",
+                              "-p", "token=@env:NO_SUCH_VAR_X"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert missing.returncode == 2
+    assert "environment variable 'NO_SUCH_VAR_X' is not set" in missing.stderr
