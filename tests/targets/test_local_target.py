@@ -6,9 +6,9 @@ import contextlib
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
+from process_support import gone_soon
 from pydantic import SecretStr
 
 from selfdrive.sdk.command import Command, render_command
@@ -21,28 +21,6 @@ def cmd(text: str) -> Command:
     return Command(masked=text, raw=text)
 
 
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie waiting for its reaper counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def gone_soon(pid: int, within: float = 3.0) -> bool:
-    deadline = time.monotonic() + within
-    while pid_alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.fixture
