@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +47,12 @@ def _intake(s: Session, log: Any = _log, journal: SqliteJournal | None = None) -
     return AlertIntake(s.config, s.registry, journal, _executor(s, journal), log=log)
 
 
+def _worker_intake(config_path: str) -> tuple[AlertIntake, Callable[[], None]]:
+    """An alert worker process's own session: config, runbooks, journal connection."""
+    s = Session({"config_path": config_path})
+    return _intake(s), s.close
+
+
 def _pairs(pairs: tuple[str, ...], option: str) -> dict[str, str]:
     from selfdrive.sdk.errors import UsageError
 
@@ -69,12 +77,11 @@ def serve(host: str | None, port: int | None) -> None:
     """Receive alerts over HTTP (Alertmanager, PagerDuty, generic JSON) and run what they fire.
 
     Every alert is journaled before it is answered; matching runbooks run under policy
-    on worker threads. SIGTERM or Ctrl-C stops listening and lets the runs in progress
-    finish (runs still queued start when the receiver starts again, within the dedup
-    window).
+    in worker processes (receiver.workers). SIGTERM or Ctrl-C stops listening and lets
+    the runs in progress finish (runs still queued start when the receiver starts
+    again, within the dedup window).
     """
     from selfdrive.journal.store import open_journal
-    from selfdrive.triggers.intake import Dispatcher
     from selfdrive.triggers.receiver import (
         Credentials,
         ReceiverApp,
@@ -82,6 +89,7 @@ def serve(host: str | None, port: int | None) -> None:
         check_bind,
         create_server,
     )
+    from selfdrive.triggers.workers import WorkerPool
 
     s = session()
     rc = s.config.receiver
@@ -93,24 +101,32 @@ def serve(host: str | None, port: int | None) -> None:
     # Its own connection: it waits receiver.journal_timeout for a busy journal, then 503.
     journal = open_journal(s.config.journal_path, busy_timeout=rc.journal_timeout)
     intake = _intake(s, journal=journal)
-    dispatcher = Dispatcher(intake, rc.workers)
-    app = ReceiverApp(intake, credentials=creds, dispatch=dispatcher.submit,
-                      pending=lambda: dispatcher.pending)
+    config_path = s.config.path or s.config.root / "selfdrive.toml"
+    try:
+        pool = WorkerPool(functools.partial(_worker_intake, str(config_path)), rc.workers,
+                          intake=intake, nice=rc.worker_nice)
+    except BaseException:
+        journal.close()
+        raise
+    app = ReceiverApp(intake, credentials=creds, dispatch=pool.submit,
+                      pending=lambda: pool.pending)
     try:
         server = create_server(app, host=host, port=port, threads=rc.threads)
     except OSError as exc:  # in use, not an address of this machine, not permitted …
         from selfdrive.sdk.errors import UsageError
 
+        pool.stop()
         journal.close()
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     for job in intake.orphaned_jobs():
         _log(f"alert #{job.alert_id} {job.alert.name}: starting {job.runbook}, queued by a "
              f"receiver that stopped")
-        dispatcher.submit(job)
+        pool.submit(job)
     for where, bound in bound_addresses(server):
         _log(f"selfdrive receiver listening on http://{where}:{bound} "
              f"(team {s.config.team}, level {s.config.level.name}, "
-             f"{len(s.registry)} runbook(s), auth {'on' if creds.any else 'off: loopback only'})")
+             f"{len(s.registry)} runbook(s), {rc.workers} worker process(es), "
+             f"auth {'on' if creds.any else 'off: loopback only'})")
 
     def stop(signum: int, frame: Any) -> None:
         raise SystemExit(0)
@@ -120,10 +136,10 @@ def serve(host: str | None, port: int | None) -> None:
         server.run()  # returns when SIGTERM or Ctrl-C ends waitress's loop
     finally:
         server.close()
-        busy = dispatcher.pending
+        busy = pool.pending
         _log(f"stopping: {busy} alert run(s) queued or in progress" if busy else "stopping")
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
-        dispatcher.stop()
+        pool.stop()
         journal.close()
         _log("stopped")
 

@@ -14,7 +14,8 @@ max_label_chars = 1024                    # per label key and value, and per ann
 max_annotation_chars = 16384              # per annotation value
 dedup_window = "10m"                      # one run per (runbook, alert fingerprint) per window
 domain_label = "domain"                   # the alert label policy reads as the alert's domain
-workers = 2                               # threads that run what alerts start
+workers = 2                               # processes that run what alerts start
+worker_nice = 0                           # niceness of those processes (0-19)
 threads = 8                               # waitress threads answering HTTP
 journal_timeout = 5                       # seconds an alert waits for a busy journal, then 503
 
@@ -137,6 +138,7 @@ class ReceiverConfig(_Strict):
     dedup_window: timedelta = timedelta(minutes=10)
     domain_label: str = "domain"
     workers: Annotated[int, Field(ge=1, le=64)] = 2
+    worker_nice: Annotated[int, Field(ge=0, le=19)] = 0
     threads: Annotated[int, Field(ge=1, le=256)] = 8
     journal_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     pagerduty: PagerDutyConfig = PagerDutyConfig()

@@ -6,11 +6,11 @@ Heavy or optional imports (waitress, cronsim) happen inside the functions that n
 them, so importing this package stays cheap.
 """
 
-from selfdrive.triggers.intake import AlertIntake, Dispatcher, Job, JobResult, Received
+from selfdrive.triggers.intake import AlertIntake, GroupCommit, Job, JobResult, Received
 from selfdrive.triggers.match import Match, match_alert, order_matches
 from selfdrive.triggers.payloads import Alert, Limits, PayloadError
 from selfdrive.triggers.schedule import Schedule, Scheduler, collect_schedules, due
 
-__all__ = ["Alert", "AlertIntake", "Dispatcher", "Job", "JobResult", "Limits", "Match",
+__all__ = ["Alert", "AlertIntake", "GroupCommit", "Job", "JobResult", "Limits", "Match",
            "PayloadError", "Received", "Schedule", "Scheduler", "collect_schedules", "due",
            "match_alert", "order_matches"]

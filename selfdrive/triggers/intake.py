@@ -13,10 +13,7 @@ one would.
 
 from __future__ import annotations
 
-import queue
 import threading
-import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +25,7 @@ from selfdrive.journal.records import RunRecord
 from selfdrive.journal.store import Journal, owner_alive
 from selfdrive.policy.decide import Firing
 from selfdrive.registry.load import Registry
-from selfdrive.sdk.errors import SelfdriveError
+from selfdrive.sdk.errors import JournalError, JournalLockedError, SelfdriveError
 from selfdrive.sdk.vocabulary import Level, Risk
 from selfdrive.triggers.match import Match, match_alert, order_matches
 from selfdrive.triggers.payloads import FIRING, Alert, Limits
@@ -99,6 +96,8 @@ class AlertIntake:
                              max_label_chars=rc.max_label_chars,
                              max_annotation_chars=rc.max_annotation_chars)
         self._brief_lock = threading.Lock()
+        window = config.receiver.dedup_window.total_seconds()
+        self._record = GroupCommit(lambda rows: journal.record_alerts(rows, window=window))
 
     # -- the fast part: before the sender is answered ---------------------------
 
@@ -139,8 +138,7 @@ class AlertIntake:
                          "remote": remote, "reason": alert.note, "claims": claims})
             matches.append(found)
             names.append(found_names)
-        window = self.config.receiver.dedup_window.total_seconds()
-        recorded = self.journal.record_alerts(rows, window=window)
+        recorded = self._record(rows)
         out = []
         for alert, found, matched, rec in zip(alerts, matches, names, recorded, strict=True):
             by_name = {m.runbook.name: m for m in found}
@@ -221,10 +219,7 @@ class AlertIntake:
         for claim in self.journal.alert_claims(outcome="queued"):
             if owner_alive(claim.get("owner") or "") is not False:
                 continue
-            run = self.journal.run_for_dedup_key(claim["dedup_key"])
-            if run is not None:
-                self.journal.update_alert_claim(claim["id"], outcome="started", run_id=run.id,
-                                                detail=f"{run.status.value} ({run.mode})")
+            if self._started(claim["id"], claim["dedup_key"]):
                 continue
             age = now - datetime.fromisoformat(claim["claimed_at"])
             row = self.journal.get_alert(claim["alert_id"])
@@ -236,6 +231,34 @@ class AlertIntake:
                 continue
             jobs.append(job)
         return jobs
+
+    def settle_lost(self, job: Job, *, give_up: bool = False) -> bool:
+        """A job whose worker process died holding it: True if it should run again.
+
+        If its run exists, the claim records where the run rests (interrupted, once the
+        journal has recovered it) and nothing is re-run. If it never started, it runs
+        again, unless ``give_up``: a job that took two workers down is not tried a third
+        time.
+        """
+        if self._started(job.claim_id, job.dedup_key, why="; its worker process died"):
+            return False
+        if give_up:
+            self.journal.update_alert_claim(
+                job.claim_id, outcome="error",
+                detail="its worker process died twice before the run started; not retried")
+            self.log(f"alert #{job.alert_id} {job.alert.name}: {job.runbook} not retried: "
+                     f"two worker processes died on it")
+            return False
+        return True
+
+    def _started(self, claim_id: int, dedup_key: str, why: str = "") -> bool:
+        """If the claim's run exists, record it on the claim and say so."""
+        run = self.journal.run_for_dedup_key(dedup_key)
+        if run is None:
+            return False
+        self.journal.update_alert_claim(claim_id, outcome="started", run_id=run.id,
+                                        detail=f"{run.status.value} ({run.mode}){why}")
+        return True
 
     def _job_again(self, claim: dict[str, Any], row: dict[str, Any]) -> Job | None:
         alert = Alert(name=row["name"], labels=row["labels"], annotations=row["annotations"],
@@ -250,6 +273,95 @@ class AlertIntake:
         return None
 
 
+class _Waiter:
+    """One request's rows in a group commit, and what became of them."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.lead = False
+        self.result: list[dict[str, Any]] | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def outcome(self) -> list[dict[str, Any]]:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+class GroupCommit:
+    """Requests that arrive together share one journal transaction, so one fsync.
+
+    No request waits for company: the first to arrive commits at once, alone. Those
+    that arrive while a commit is in progress queue up, and the first of them then
+    commits the whole queue in one transaction and hands over to the next. A request
+    is answered only after the transaction holding its rows has committed. Inside a
+    batch, rows are written in arrival order, so dedup sees earlier rows of the same
+    batch. A batch that fails for a reason other than a busy journal is retried one
+    request at a time, so one bad request cannot fail its neighbours.
+    """
+
+    def __init__(self, commit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
+        self._commit = commit
+        self._lock = threading.Lock()
+        self._queue: list[_Waiter] = []
+        self._busy = False
+        self.batches = 0  # transactions committed, for tests and benchmarks
+
+    def __call__(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        me = _Waiter(rows)
+        with self._lock:
+            self._queue.append(me)
+            if not self._busy:
+                self._busy = me.lead = True
+        if not me.lead:
+            me.done.wait()
+            if not me.lead:  # another request's transaction carried these rows
+                return me.outcome()
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            self._run(batch)
+        finally:
+            with self._lock:
+                if self._queue:  # hand over: the next in line commits what queued meanwhile
+                    self._queue[0].lead = True
+                    self._queue[0].done.set()
+                else:
+                    self._busy = False
+        return me.outcome()
+
+    def _run(self, batch: list[_Waiter]) -> None:
+        try:
+            results = self._commit([row for w in batch for row in w.rows])
+            self.batches += 1
+        except JournalLockedError as exc:  # the journal is busy: every sender retries
+            for w in batch:
+                w.error = exc
+        except BaseException as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:
+                for w in batch:
+                    try:
+                        w.result = self._commit(w.rows)
+                        self.batches += 1
+                    except BaseException as own:
+                        w.error = own
+        else:
+            at = 0
+            for w in batch:
+                w.result = results[at:at + len(w.rows)]
+                at += len(w.rows)
+        finally:
+            for w in batch:
+                if w.result is None and w.error is None:
+                    w.error = JournalError("the alert's journal transaction was interrupted")
+                if not w.lead:
+                    w.done.set()
+
+
 def _describe(received: Received) -> str:
     a = received.alert
     parts = [f"alert #{received.alert_id} {a.name} {a.status} (fingerprint {a.fingerprint}, "
@@ -260,66 +372,3 @@ def _describe(received: Received) -> str:
         parts.append(f"{c['runbook']}: {c['outcome']}"
                      + (f" ({c['detail']})" if c.get("detail") else ""))
     return "; ".join(parts)
-
-
-class Dispatcher:
-    """Worker threads that run jobs off the request thread.
-
-    Jobs for one runbook always go to the same worker, so one runbook's runs start
-    one after another: its rate limit is counted exactly within this process, and a
-    burst for one runbook cannot occupy every worker.
-    """
-
-    def __init__(self, intake: AlertIntake, workers: int) -> None:
-        self.intake = intake
-        self.queues: list[queue.Queue[Job | None]] = [queue.Queue() for _ in range(workers)]
-        self.threads = [threading.Thread(target=self._work, args=(q,), daemon=True,
-                                         name=f"selfdrive-alert-worker-{i}")
-                        for i, q in enumerate(self.queues)]
-        self.busy = 0
-        self._lock = threading.Lock()
-        for thread in self.threads:
-            thread.start()
-
-    def submit(self, job: Job) -> None:
-        shard = zlib.crc32(job.runbook.encode()) % len(self.queues)
-        self.queues[shard].put(job)
-
-    @property
-    def pending(self) -> int:
-        return sum(q.qsize() for q in self.queues) + self.busy
-
-    def _work(self, jobs: queue.Queue[Job | None]) -> None:
-        while True:
-            job = jobs.get()
-            if job is None:
-                return
-            with self._lock:
-                self.busy += 1
-            try:
-                self.intake.run(job)
-            except BaseException as exc:  # a worker must outlive any job
-                self.intake.log(f"worker: job for alert #{job.alert_id} crashed: {exc!r}")
-            finally:
-                with self._lock:
-                    self.busy -= 1
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until every queued job has run; True if that happened in time."""
-        deadline = time.monotonic() + timeout
-        while self.pending and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return not self.pending
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Let each worker finish its current job; jobs still queued stay ``queued`` in
-        the journal and are picked up by the next receiver (see ``orphaned_jobs``)."""
-        for q in self.queues:
-            while True:
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    break
-            q.put(None)
-        for thread in self.threads:
-            thread.join(timeout)

@@ -10,8 +10,9 @@ Routes::
 Every alert is journaled before the sender gets its 2xx; when the journal cannot
 take it the answer is 503, so the sender retries. Every refused request (bad
 credentials, too large, malformed) gets a 4xx with a JSON ``error`` and a journal
-row saying why, never its body or its credentials. The runs alerts start happen on
-worker threads, off the request thread.
+row saying why, never its body or its credentials. Alerts that arrive together share
+one journal transaction (``GroupCommit``). The runs alerts start happen in worker
+processes (``selfdrive.triggers.workers``), never on the request threads.
 """
 
 from __future__ import annotations

@@ -210,3 +210,21 @@ def alertmanager(alertname: str, labels: dict[str, str] | None = None, *,
             "groupLabels": {"alertname": alertname}, "commonLabels": all_labels,
             "commonAnnotations": annotations or {}, "externalURL": "http://am.example",
             "alerts": [alert]}
+
+
+def project_intake(root: str) -> tuple[Any, Any]:
+    """A worker factory for ``WorkerPool`` tests: the project's own intake, built in the
+    worker process (module level, so a spawned process can import it by name)."""
+    from selfdrive.triggers.intake import AlertIntake
+
+    project = Project.__new__(Project)
+    project.root, project._journals = Path(root), []
+    journal = project.journal()
+    take = AlertIntake(project.config(), project.registry(), journal,
+                       project.executor(journal), log=lambda text: print(text, flush=True))
+    return take, project.close
+
+
+def broken_intake(root: str) -> tuple[Any, Any]:
+    """A worker factory that cannot start, as when a worker cannot open the journal."""
+    raise OSError(f"cannot open {root}/.selfdrive/journal.db: Permission denied")
