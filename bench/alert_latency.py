@@ -6,7 +6,10 @@ real ``selfdrive serve`` subprocess (waitress) in a tmp project whose one runboo
 matches them all. Then the same burst goes to a bare WSGI handler on the same server
 framework (waitress, same thread count) in another subprocess of this script, which
 reads the body and answers 202 with a small JSON: the floor any receiver on waitress
-pays.
+pays. And the burst goes to a *floor runner*, also on waitress in a subprocess: per
+alert one fsync'd SQLite row before the 202, then a pool of as many worker processes
+as selfdrive's that each write one fsync'd step row and spawn ``bash -c true``: the
+least any system that journals an alert and then runs a shell step pays here.
 
 * alert-to-first-step latency: for each alert, the ``started_at`` of the first live
   step of the run it started (the journal's ``steps`` row; wall clock, microseconds)
@@ -60,6 +63,7 @@ rate_limit_total = 1000000
 
 [receiver]
 workers = {workers}
+worker_nice = {nice}
 threads = {server_threads}
 """
 
@@ -97,6 +101,75 @@ def serve_bare(threads: int) -> None:
           flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.run()
+
+
+# -- the floor runner (a subprocess of this script) ----------------------------------
+# The least an alert-to-step system can do on this machine: one fsync'd SQLite row per
+# alert before the 202, then a pool of worker processes that each write one fsync'd
+# step row and spawn ``bash -c true``: no matching, no policy, no plan, no run records.
+
+_floor_conn: sqlite3.Connection | None = None
+
+
+def _floor_db(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+def floor_step(n: int, path: str) -> None:
+    global _floor_conn
+    if _floor_conn is None:
+        _floor_conn = _floor_db(path)
+    conn = _floor_conn
+    conn.execute("BEGIN IMMEDIATE")
+    cur = conn.execute("INSERT INTO steps (n, started_at) VALUES (?, ?)", (n, time.time()))
+    conn.execute("COMMIT")
+    subprocess.run(["bash", "-c", "true"], check=False, stdin=subprocess.DEVNULL,
+                   capture_output=True)
+    conn.execute("UPDATE steps SET finished_at = ? WHERE id = ?", (time.time(), cur.lastrowid))
+
+
+def serve_floor(threads: int, workers: int, path: str) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from waitress.server import create_server
+
+    conn = _floor_db(path)
+    conn.execute("CREATE TABLE alerts (id INTEGER PRIMARY KEY, body TEXT, received_at REAL)")
+    conn.execute("CREATE TABLE steps (id INTEGER PRIMARY KEY, n INTEGER, started_at REAL, "
+                 "finished_at REAL)")
+    lock = threading.Lock()
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    for future in [pool.submit(time.sleep, 0.2) for _ in range(workers)]:
+        future.result()  # every worker process started before the first alert
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        data = environ["wsgi.input"].read(length)
+        n = int(json.loads(data)["alerts"][0]["labels"]["n"])
+        with lock:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO alerts (body, received_at) VALUES (?, ?)",
+                         (data.decode(), time.time()))
+            conn.execute("COMMIT")
+        pool.submit(floor_step, n, path)
+        out = json.dumps({"accepted": n}).encode()
+        start_response("202 Accepted", [("Content-Type", "application/json"),
+                                        ("Content-Length", str(len(out)))])
+        return [out]
+
+    server = create_server(app, host="127.0.0.1", port=0, threads=threads, ident="floor",
+                           asyncore_use_poll=True)
+    print(f"listening on http://127.0.0.1:{server.effective_port}", file=sys.stderr,
+          flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server.run()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=False)
 
 
 # -- the client --------------------------------------------------------------------
@@ -170,20 +243,30 @@ def burst(port: int, path: str, n: int, threads: int, tag: str,
             "throughput": n / elapsed}
 
 
-def first_steps(journal: Path, n: int, timeout: float) -> dict[int, float]:
+SELFDRIVE_FIRST_STEPS = (
+    "SELECT r.params AS params, MIN(s.started_at) AS first FROM runs r "
+    "JOIN steps s ON s.run_id = r.id AND s.phase NOT LIKE 'plan:%' "
+    "WHERE r.runbook = 'bench-step' GROUP BY r.id")
+FLOOR_FIRST_STEPS = "SELECT n, started_at FROM steps"
+
+
+def first_steps(journal: Path, n: int, timeout: float, *, floor: bool = False
+                ) -> dict[int, float]:
     """Alert number → wall time of its run's first live step, once all n exist."""
     deadline = time.monotonic() + timeout
-    sql = ("SELECT r.params AS params, MIN(s.started_at) AS first FROM runs r "
-           "JOIN steps s ON s.run_id = r.id AND s.phase NOT LIKE 'plan:%' "
-           "WHERE r.runbook = 'bench-step' GROUP BY r.id")
     found: dict[int, float] = {}
     while time.monotonic() < deadline:
         conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
         try:
-            rows = conn.execute(sql).fetchall()
+            rows = conn.execute(FLOOR_FIRST_STEPS if floor else SELFDRIVE_FIRST_STEPS
+                                ).fetchall()
         finally:
             conn.close()
-        found = {json.loads(p)["n"]: datetime.fromisoformat(f).timestamp() for p, f in rows}
+        if floor:
+            found = {int(k): float(v) for k, v in rows}
+        else:
+            found = {json.loads(p)["n"]: datetime.fromisoformat(f).timestamp()
+                     for p, f in rows}
         if len(found) >= n:
             return found
         time.sleep(0.2)
@@ -202,16 +285,23 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=4, help="client threads")
     ap.add_argument("--server-threads", type=int, default=8, help="waitress threads (both)")
     ap.add_argument("--workers", type=int, default=2, help="receiver.workers")
+    ap.add_argument("--nice", type=int, default=0, help="receiver.worker_nice")
     ap.add_argument("--rate", type=float, default=None,
                     help="pace the clients to this many alerts per second in all")
     ap.add_argument("--no-match", action="store_true",
                     help="no runbook matches: the receiver journals alerts and runs nothing")
     ap.add_argument("--dir", type=Path, default=None, help="where the tmp project goes")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="skip the floor runner (journal row + worker process + bash per alert)")
     ap.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--floor-server", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.bare_server:
         serve_bare(args.server_threads)
+        return
+    if args.floor_server:
+        serve_floor(args.server_threads, args.workers, args.floor_server)
         return
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -221,7 +311,7 @@ def main() -> None:
             RUNBOOK.replace('alert("BenchAlert"', 'alert("NoSuchAlert"') if args.no_match
             else RUNBOOK)
         (root / "selfdrive.toml").write_text(CONFIG.format(
-            workers=args.workers, server_threads=args.server_threads))
+            workers=args.workers, server_threads=args.server_threads, nice=args.nice))
 
         bare, bare_port = start([sys.executable, __file__, "--bare-server",
                                  "--server-threads", str(args.server_threads)],
@@ -234,6 +324,21 @@ def main() -> None:
         finally:
             stop(bare)
 
+        floor_steps: dict[int, float] = {}
+        floor_got: dict[str, Any] = {}
+        if not (args.no_floor or args.no_match):
+            floor_db = Path(tmp) / "floor.db"
+            runner, floor_port = start([sys.executable, __file__, "--floor-server",
+                                        str(floor_db), "--server-threads",
+                                        str(args.server_threads), "--workers",
+                                        str(args.workers)], root, Path(tmp) / "floor.log")
+            try:
+                floor_got = burst(floor_port, "/alerts/alertmanager", args.n, args.threads,
+                                  "floor", args.rate)
+                floor_steps = first_steps(floor_db, args.n, 600, floor=True)
+            finally:
+                stop(runner)
+
         receiver, port = start([SELFDRIVE, "serve", "--port", "0"], root,
                                Path(tmp) / "serve.log")
         try:
@@ -245,11 +350,17 @@ def main() -> None:
             stop(receiver)
 
     latency = [(steps[i] - got["sent"][i]) * 1000 for i in range(args.n)] if steps else [0.0]
+    runner = ([(floor_steps[i] - floor_got["sent"][i]) * 1000 for i in range(args.n)]
+              if floor_steps else None)
     result = {
         "alerts": args.n, "client_threads": args.threads, "rate": args.rate,
         "alert_to_first_step_ms": {"p50": pct(latency, 50), "p90": pct(latency, 90),
                                    "p99": pct(latency, 99), "max": max(latency),
                                    "mean": statistics.fmean(latency)},
+        "floor_alert_to_step_ms": None if runner is None else {
+            "p50": pct(runner, 50), "p90": pct(runner, 90), "p99": pct(runner, 99),
+            "max": max(runner), "mean": statistics.fmean(runner)},
+        "floor_per_s": None if runner is None else floor_got["throughput"],
         "receiver_http_ms": {"p50": pct(got["http"], 50) * 1000,
                              "p99": pct(got["http"], 99) * 1000},
         "bare_http_ms": {"p50": pct(floor["http"], 50) * 1000,
@@ -271,6 +382,13 @@ def main() -> None:
     if not args.no_match:
         print(f"  alert → first step   p50 {lat['p50']:8.1f} ms   p90 {lat['p90']:8.1f} ms   "
               f"p99 {lat['p99']:8.1f} ms   max {lat['max']:8.1f} ms")
+    if runner is not None:
+        fl = result["floor_alert_to_step_ms"]
+        print(f"  floor runner         p50 {fl['p50']:8.1f} ms   p90 {fl['p90']:8.1f} ms   "
+              f"p99 {fl['p99']:8.1f} ms   max {fl['max']:8.1f} ms   "
+              f"{result['floor_per_s']:7.0f} alerts/s")
+        print(f"  selfdrive / floor    p50 {lat['p50'] / fl['p50']:.2f}×   "
+              f"p99 {lat['p99'] / fl['p99']:.2f}×")
     print(f"  receiver HTTP        p50 {rh['p50']:8.2f} ms   p99 {rh['p99']:8.2f} ms   "
           f"{result['receiver_per_s']:7.0f} alerts/s")
     print(f"  bare waitress        p50 {bh['p50']:8.2f} ms   p99 {bh['p99']:8.2f} ms   "

@@ -26,9 +26,17 @@ json_option = click.option("--json", "as_json", is_flag=True,
 
 
 def _log(text: str) -> None:
-    """What long-running commands say they do: one timestamped line on stderr."""
+    """What long-running commands say they do: one timestamped line on stderr.
+
+    A plain write, not ``click.echo``: the receiver logs every alert, and echo's
+    terminal checks cost more than the line.
+    """
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
-    click.echo(f"{stamp} {text}", err=True)
+    try:
+        sys.stderr.write(f"{stamp} {text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed or broken stderr must not stop a run
+        pass
 
 
 def _executor(s: Session, journal: SqliteJournal) -> Executor:
