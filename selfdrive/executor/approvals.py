@@ -161,7 +161,7 @@ def resume(executor: Executor, run_id: str, *, actor: str,
 
     lock_key = render_text(rb.lock, values) if rb.lock else None
     try:
-        code, message = executor.execute_locked(
+        code, message, record = executor.execute_locked(
             rb, run.id, values, redact, actor, lock_key, fence_halt=False,
             resumed={"plan_hash": plan.hash, "approvers": still})
     except JournalError:
@@ -170,8 +170,8 @@ def resume(executor: Executor, run_id: str, *, actor: str,
             raise ApprovalRefusedError(f"run {run.id} was resumed by someone else first; it "
                                        f"is {now.status.value}") from None
         raise
-    return RunOutcome(run=executor.journal.get_run(run.id), plan=plan, decision=decision,
-                      exit_code=code, message=redact(message) or "")
+    return RunOutcome(run=record, plan=plan, decision=decision, exit_code=code,
+                      message=redact(message) or "")
 
 
 def pending(executor: Executor) -> list[tuple[RunRecord, list[ApprovalRecord], int]]:

@@ -9,8 +9,10 @@ run, and the live run follows.
 from __future__ import annotations
 
 import contextlib
-import getpass
+import functools
 import hashlib
+import os
+import pwd
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,7 +32,15 @@ from selfdrive.journal.records import RunRecord
 from selfdrive.journal.store import HALT_FLAG, Journal
 from selfdrive.learning.records import track_record
 from selfdrive.notify.webhook import Notifier
-from selfdrive.policy.decide import Decision, Firing, Halt, Request, Situation, decide
+from selfdrive.policy.decide import (
+    Decision,
+    Firing,
+    Halt,
+    Request,
+    Situation,
+    decide,
+    reads_track_record,
+)
 from selfdrive.registry.load import Registry
 from selfdrive.sdk.command import render_text
 from selfdrive.sdk.errors import (
@@ -50,6 +60,19 @@ S = RunState
 Approver = Callable[[RunRecord, Plan, Decision], bool]
 
 
+def current_os_user() -> str:
+    """What :func:`getpass.getuser` says, reading the password database once per uid."""
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        if user := os.environ.get(name):
+            return user
+    return _user_of(os.getuid())
+
+
+@functools.cache
+def _user_of(uid: int) -> str:
+    return pwd.getpwuid(uid).pw_name
+
+
 @dataclass(frozen=True)
 class RunRequest:
     """Ask for one run of one runbook."""
@@ -57,7 +80,7 @@ class RunRequest:
     runbook: str
     params: Mapping[str, Any]
     requested_by: str
-    os_user: str = field(default_factory=getpass.getuser)
+    os_user: str = field(default_factory=current_os_user)
     dry_run: bool = False
     firing: Firing | None = None
     dedup_key: str | None = None
@@ -114,18 +137,22 @@ class Executor:
         since = (self.clock() - self.config.guardrails.rate_window).astimezone(UTC)
         since_text = since.isoformat(timespec="microseconds")
         mode = Mode.AUTONOMOUS.value
-        return Situation(
-            halt=halted,
-            autonomous_runs_of_runbook=0 if rb is None else self.journal.count_runs(
-                since=since_text, mode=mode, runbook=rb.name),
-            autonomous_runs_total=self.journal.count_runs(since=since_text, mode=mode))
+        if rb is None:
+            own, total = 0, self.journal.count_runs(since=since_text, mode=mode)
+        else:
+            own, total = self.journal.rate_counts(since=since_text, mode=mode, runbook=rb.name)
+        return Situation(halt=halted, autonomous_runs_of_runbook=own,
+                         autonomous_runs_total=total)
 
-    def decide(self, rb: Runbook, request: RunRequest, *, targets: int | None = None
-               ) -> Decision:
-        record = track_record(self.journal, rb.name, self.config.policy.track_record)
+    def decide(self, rb: Runbook, request: RunRequest, *, targets: int | None = None,
+               situation: Situation | None = None) -> Decision:
+        # Read only when policy may look at it (decide() is the same without it).
+        record = (track_record(self.journal, rb.name, self.config.policy.track_record)
+                  if reads_track_record(rb, self.config) else None)
         return decide(rb, Request(requested_by=request.requested_by, firing=request.firing,
                                   dry_run=request.dry_run, targets=targets),
-                      self.config, record, self.clock(), situation=self.situation(rb))
+                      self.config, record, self.clock(),
+                      situation=situation if situation is not None else self.situation(rb))
 
     # -- planning ----------------------------------------------------------------
 
@@ -203,69 +230,102 @@ class Executor:
                         params=rb.masked_params(values), steps=())
         # Decided after planning: the blast radius is the plan's own target count.
         decision = self.decide(rb, request, targets=len(plan.targets))
-        self.observer.message(f"decision: {decision.mode.value}")
-        for reason in decision.reasons:
-            self.observer.message(f"  - {reason}")
         actor = request.requested_by
-        run = self.journal.create_run({
-            "id": run_id, "runbook": rb.name, "mode": decision.mode.value,
-            "risk": rb.risk.name, "requested_by": actor, "os_user": request.os_user,
-            "params": rb.masked_params(values), "runbook_file": rb.location,
-            "code_digest": plan.code_digest, "dedup_key": request.dedup_key,
-            "firing": _firing_json(request.firing),
-        }, actor=actor)
-        run = self.journal.transition(
-            run.id, S.DECIDED, actor=actor, plan_hash=plan.hash,
-            decision={"mode": decision.mode.value, "reasons": list(decision.reasons),
-                      "rule": decision.rule.value},
-            data={"mode": decision.mode.value, "reasons": list(decision.reasons),
-                  "plan_hash": plan.hash, "lock": lock_key, "targets": list(plan.targets)})
-        self.journal_plan(run.id, plan)
-        if decision.guardrails and decision.mode is Mode.APPROVAL:
-            self.journal.event("guardrail.tripped", actor="selfdrive", run_id=run.id,
-                               data={"guardrails": list(decision.guardrails)})
-            self.notify("guardrail.tripped", run, actor=actor, reasons=decision.reasons)
 
-        def outcome(record: RunRecord, code: int, message: str = "") -> RunOutcome:
+        def outcome(code: int, message: str, record: RunRecord) -> RunOutcome:
             return RunOutcome(run=record, plan=plan, decision=decision, exit_code=code,
                               message=redact(message) or "")
 
+        # The request, its decision and plan, and where it goes next when no one is asked:
+        # its end, or its claim (nothing happens in between). One transaction: a run is
+        # never journaled half-decided.
+        start: _Start | None = None
+        with self.journal.atomic(f"record run {run_id}"):
+            self.journal.create_run({
+                "id": run_id, "runbook": rb.name, "mode": decision.mode.value,
+                "risk": rb.risk.name, "requested_by": actor, "os_user": request.os_user,
+                "params": rb.masked_params(values), "runbook_file": rb.location,
+                "code_digest": plan.code_digest, "dedup_key": request.dedup_key,
+                "firing": _firing_json(request.firing),
+            }, actor=actor)
+            run = self.journal.transition(
+                run_id, S.DECIDED, actor=actor, plan_hash=plan.hash,
+                decision={"mode": decision.mode.value, "reasons": list(decision.reasons),
+                          "rule": decision.rule.value},
+                data={"mode": decision.mode.value, "reasons": list(decision.reasons),
+                      "plan_hash": plan.hash, "lock": lock_key, "targets": list(plan.targets)})
+            self.journal_plan(run.id, plan)
+            tripped = bool(decision.guardrails) and decision.mode is Mode.APPROVAL
+            if tripped:
+                self.journal.event("guardrail.tripped", actor="selfdrive", run_id=run.id,
+                                   data={"guardrails": list(decision.guardrails)})
+            ended = self._end_unrun(run, plan, decision, plan_error, redact, actor)
+            if ended is None and decision.mode is Mode.AUTONOMOUS:
+                start = self._start(rb, run_id, actor, lock_key, fence_halt=True)
+        self.observer.message(f"decision: {decision.mode.value}")
+        for reason in decision.reasons:
+            self.observer.message(f"  - {reason}")
+        if tripped:  # told once it is journaled
+            self.notify("guardrail.tripped", run, actor=actor, reasons=decision.reasons)
+        if ended is not None:
+            return outcome(*ended)
+        if start is not None:
+            return outcome(*self._run_started(rb, run_id, values, redact, actor, lock_key,
+                                              start, pool))
+        assert decision.mode is Mode.APPROVAL
+        record, approved, message = self._attended_approval(
+            rb, run, plan, decision, actor, request.os_user, approver)
+        if not approved:
+            return outcome(3 if record.status is S.PENDING_APPROVAL else 1, message, record)
+        code, message, record = self.execute_locked(rb, run.id, values, redact, actor,
+                                                    lock_key, fence_halt=False, pool=pool)
+        return outcome(code, message, record)
+
+    def _end_unrun(self, run: RunRecord, plan: Plan, decision: Decision,
+                   plan_error: BaseException | None, redact: Redactor,
+                   actor: str) -> tuple[int, str, RunRecord] | None:
+        """Where a run ends that will not run: planning failed, preconditions unmet, or
+        a dry run; None for a run that goes on (to approval or to running)."""
         if plan_error is not None:
             error = redact(f"planning failed: {type(plan_error).__name__}: {plan_error}")
             record = self.journal.transition(run.id, S.FAILED, actor=actor, error=error)
-            return outcome(record, 1, error or "")
+            return 1, error or "", record
         if not plan.preconditions_met:
             unmet = "; ".join(f"{c.name}: {c.detail}" for c in plan.preconditions if not c.met)
             if decision.mode is Mode.DRY_RUN:
                 record = self.journal.transition(run.id, S.PLANNED, actor=actor,
                                                  error=f"preconditions unmet: {unmet}")
-                return outcome(record, 4, f"planned; preconditions unmet ({unmet}): a run "
-                                          f"would stop before any change")
+                return 4, (f"planned; preconditions unmet ({unmet}): a run would stop "
+                           f"before any change"), record
             record = self.journal.transition(run.id, S.PRECONDITION_FAILED, actor=actor,
                                              error=f"preconditions unmet: {unmet}")
-            return outcome(record, 4, f"preconditions unmet: {unmet}")
+            return 4, f"preconditions unmet: {unmet}", record
         if decision.mode is Mode.DRY_RUN:
             record = self.journal.transition(run.id, S.PLANNED, actor=actor)
-            return outcome(record, 0, "planned; nothing was changed")
-        if decision.mode is Mode.APPROVAL:
-            record, approved, message = self._attended_approval(
-                rb, run, plan, decision, actor, request.os_user, approver)
-            if not approved:
-                return outcome(record, 3 if record.status is S.PENDING_APPROVAL else 1, message)
-        code, message = self.execute_locked(rb, run.id, values, redact, actor, lock_key,
-                                            fence_halt=decision.mode is Mode.AUTONOMOUS,
-                                            pool=pool)
-        return outcome(self.journal.get_run(run.id), code, message)
+            return 0, "planned; nothing was changed", record
+        return None
 
     def execute_locked(self, rb: Runbook, run_id: str, values: Mapping[str, Any],
                        redact: Redactor, actor: str, lock_key: str | None, *,
                        fence_halt: bool, pool: TargetPool | None = None,
-                       resumed: dict[str, Any] | None = None) -> tuple[int, str]:
-        """Take the run's lock (or skip it, naming the holder), run it, release the lock."""
+                       resumed: dict[str, Any] | None = None) -> tuple[int, str, RunRecord]:
+        """Take the run's lock (or skip it, naming the holder), run it, release the lock.
+
+        Returns the exit code, the message and the run as it ended.
+        """
         if pool is None:
             with self.pool() as own:
                 return self.execute_locked(rb, run_id, values, redact, actor, lock_key,
                                            fence_halt=fence_halt, pool=own, resumed=resumed)
+        with self.journal.atomic(f"start run {run_id}"):
+            start = self._start(rb, run_id, actor, lock_key, fence_halt=fence_halt,
+                                resumed=resumed)
+        return self._run_started(rb, run_id, values, redact, actor, lock_key, start, pool)
+
+    def _start(self, rb: Runbook, run_id: str, actor: str, lock_key: str | None, *,
+               fence_halt: bool, resumed: dict[str, Any] | None = None) -> _Start:
+        """Take the run's lock (or skip the run, naming the holder) and claim it. Journal
+        writes only: the caller holds them in one transaction."""
         if lock_key is not None:
             # Twice the timeout: the rollback gets a fresh budget of its own.
             holder = self.journal.acquire_lock(lock_key, run_id,
@@ -274,11 +334,29 @@ class Executor:
                 raise JournalError(f"run {run_id} is being run by another process")
             if holder is not None:
                 why = f"lock {lock_key!r} is held by run {holder}"
-                self.journal.transition(run_id, S.SKIPPED, actor=actor, error=why)
-                return 1, f"skipped: {why}; nothing was changed"
+                record = self.journal.transition(run_id, S.SKIPPED, actor=actor, error=why)
+                return _Start(sink=None, skipped=(1, f"skipped: {why}; nothing was changed",
+                                                  record))
+        sink = JournalSink(self.journal, run_id, fence_halt=fence_halt)
+        # This transition is the claim: of two processes resuming one run, one wins here.
+        self.journal.transition(run_id, S.RUNNING, actor=actor, owner=self.journal.owner)
+        if resumed is not None:
+            self.journal.event("run.resumed", actor=actor, run_id=run_id, data=resumed)
+        if rb.preconditions:
+            return _Start(sink=sink)
+        # The body is next: its intent row commits with the claim.
+        return _Start(sink=sink, body=sink.begin("body", "call", name=rb.fn.__name__))
+
+    def _run_started(self, rb: Runbook, run_id: str, values: Mapping[str, Any],
+                     redact: Redactor, actor: str, lock_key: str | None, start: _Start,
+                     pool: TargetPool) -> tuple[int, str, RunRecord]:
+        """Run a claimed run (its claim committed), then release its lock."""
+        if start.skipped is not None:
+            return start.skipped
+        assert start.sink is not None
         try:
-            return self._execute(rb, run_id, values, redact, actor, fence_halt=fence_halt,
-                                 pool=pool, resumed=resumed)
+            return self._execute(rb, run_id, values, redact, actor, start.sink, start.body,
+                                 pool=pool)
         finally:
             if lock_key is not None:
                 with contextlib.suppress(JournalError):
@@ -334,16 +412,11 @@ class Executor:
                                detail=detail)
 
     def _execute(self, rb: Runbook, run_id: str, values: Mapping[str, Any], redact: Redactor,
-                 actor: str, *, fence_halt: bool, pool: TargetPool,
-                 resumed: dict[str, Any] | None = None) -> tuple[int, str]:
-        """The live run: preconditions, body, verifications, rollback."""
-        # This transition is the claim: of two processes resuming one run, one wins here.
-        self.journal.transition(run_id, S.RUNNING, actor=actor, owner=self.journal.owner)
-        if resumed is not None:
-            self.journal.event("run.resumed", actor=actor, run_id=run_id, data=resumed)
-        sink = JournalSink(self.journal, run_id, fence_halt=fence_halt)
-        ctx = self._context(run_id, Mode.AUTONOMOUS if fence_halt else Mode.APPROVAL, values,
-                            sink, rb, pool)
+                 actor: str, sink: JournalSink, body: int | None, *,
+                 pool: TargetPool) -> tuple[int, str, RunRecord]:
+        """The live run, claimed: preconditions, body, verifications, rollback."""
+        ctx = self._context(run_id, Mode.AUTONOMOUS if sink.fence_halt else Mode.APPROVAL,
+                            values, sink, rb, pool)
         body_started = False
         try:
             for hook in rb.preconditions:
@@ -351,24 +424,32 @@ class Executor:
                 met, detail = self._check(rb, hook, pctx, values, sink=sink)
                 if not met:
                     error = redact(f"precondition {hook.name} unmet: {detail}") or ""
-                    self.journal.transition(run_id, S.PRECONDITION_FAILED, actor=actor,
-                                            error=error)
-                    return 4, error
+                    record = self.journal.transition(run_id, S.PRECONDITION_FAILED,
+                                                     actor=actor, error=error)
+                    return 4, error, record
             body_started = True
-            self._call_body(rb, ctx, values, sink)
+            body = self._call_body(rb, ctx, values, sink, body)
         except (JournalError, KeyboardInterrupt):
             raise
         except HaltedError as exc:
             error = str(exc)
-            self.journal.transition(run_id, S.FAILED, actor=actor, error=error)
-            return 1, f"{error}; stopped without rollback (a human decides)"
+            record = self.journal.transition(run_id, S.FAILED, actor=actor, error=error)
+            return 1, f"{error}; stopped without rollback (a human decides)", record
         except Exception as exc:
             error = redact(_describe(exc)) or ""
-            self.journal.transition(run_id, S.FAILED, actor=actor, error=error)
+            record = self.journal.transition(run_id, S.FAILED, actor=actor, error=error)
             if not body_started:  # e.g. the timeout passed in a precondition: nothing to undo
-                return 1, f"{error}; the body never ran, so nothing was rolled back"
+                return 1, f"{error}; the body never ran, so nothing was rolled back", record
             return self._rollback(rb, run_id, values, redact, actor, sink, ctx, cause=error,
-                                  code=1)
+                                  code=1, failed=record)
+        if not rb.verifications:
+            # Nothing runs between the body's end and the run's: one transaction for both.
+            with self.journal.atomic(f"record the end of run {run_id}"):
+                sink.finish(body, "ok")
+                record = self.journal.transition(run_id, S.SUCCEEDED, actor=actor,
+                                                 verified=None)
+            return 0, "succeeded (no verification declared)", record
+        sink.finish(body, "ok")
         failures = []
         for hook in rb.verifications:
             vctx = ctx.for_phase("verify", readonly=True, hook=hook.name)
@@ -378,29 +459,31 @@ class Executor:
                 break
         if failures:
             error = redact("verification failed: " + "; ".join(failures)) or ""
-            self.journal.transition(run_id, S.VERIFICATION_FAILED, actor=actor, error=error,
-                                    verified=False)
+            record = self.journal.transition(run_id, S.VERIFICATION_FAILED, actor=actor,
+                                             error=error, verified=False)
             return self._rollback(rb, run_id, values, redact, actor, sink, ctx, cause=error,
-                                  code=5)
-        verified = True if rb.verifications else None
-        self.journal.transition(run_id, S.SUCCEEDED, actor=actor, verified=verified)
-        return 0, "succeeded" + (" and verified" if verified else " (no verification declared)")
+                                  code=5, failed=record)
+        record = self.journal.transition(run_id, S.SUCCEEDED, actor=actor, verified=True)
+        return 0, "succeeded and verified", record
 
     def _call_body(self, rb: Runbook, ctx: RunContext, values: Mapping[str, Any],
-                   sink: StepSink) -> None:
-        token = sink.begin("body", "call", name=rb.fn.__name__)
+                   sink: StepSink, token: int | None) -> int:
+        """Call the body under its intent row (``token``, or one written now). A failure
+        is recorded here; success is left to the caller, to write with what follows."""
+        if token is None:
+            token = sink.begin("body", "call", name=rb.fn.__name__)
         try:
             rb.fn(ctx.for_phase("body", readonly=False), **values)
         except BaseException as exc:
             sink.finish(token, "failed", error=ctx._scope.redact(_describe(exc)))
             raise
-        sink.finish(token, "ok")
+        return token
 
     def _rollback(self, rb: Runbook, run_id: str, values: Mapping[str, Any], redact: Redactor,
                   actor: str, sink: StepSink, ctx: RunContext, *, cause: str,
-                  code: int) -> tuple[int, str]:
+                  code: int, failed: RunRecord) -> tuple[int, str, RunRecord]:
         if not rb.rollbacks:
-            return code, f"{cause}; no rollback declared"
+            return code, f"{cause}; no rollback declared", failed
         hook = rb.rollbacks[0]
         self.journal.transition(run_id, S.ROLLING_BACK, actor=actor, data={"cause": cause})
         # The rollback gets a fresh budget: the run's own may be what ran out.
@@ -414,12 +497,13 @@ class Executor:
         except Exception as exc:
             error = redact(_describe(exc)) or ""
             sink.finish(token, "failed", error=error)
-            self.journal.transition(run_id, S.ROLLBACK_FAILED, actor=actor,
-                                    error=f"{cause}; rollback {hook.name} failed: {error}")
-            return code, f"{cause}; rollback {hook.name} FAILED: {error}"
+            record = self.journal.transition(
+                run_id, S.ROLLBACK_FAILED, actor=actor,
+                error=f"{cause}; rollback {hook.name} failed: {error}")
+            return code, f"{cause}; rollback {hook.name} FAILED: {error}", record
         sink.finish(token, "ok")
-        self.journal.transition(run_id, S.ROLLED_BACK, actor=actor, error=cause)
-        return code, f"{cause}; rolled back with {hook.name}"
+        record = self.journal.transition(run_id, S.ROLLED_BACK, actor=actor, error=cause)
+        return code, f"{cause}; rolled back with {hook.name}", record
 
     # -- checks ------------------------------------------------------------------
 
@@ -496,6 +580,15 @@ class Executor:
              "planned": step.is_change, "stdout": step.text, "data": step.data,
              "status": step.status, "exit_code": step.exit_code}
             for step in plan.steps])
+
+
+@dataclass(frozen=True)
+class _Start:
+    """A run's start: its sink and body intent row once claimed, or where it ended."""
+
+    sink: JournalSink | None
+    body: int | None = None
+    skipped: tuple[int, str, RunRecord] | None = None
 
 
 def _planned(step: dict[str, Any], redact: Redactor) -> PlannedStep:

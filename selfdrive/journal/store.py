@@ -34,6 +34,9 @@ OWNED_STATES = (RunState.REQUESTED, RunState.DECIDED, RunState.APPROVED, RunStat
 #: States in which a run may record steps.
 STEPPING_STATES = (RunState.DECIDED, RunState.RUNNING, RunState.ROLLING_BACK)
 HALT_FLAG = "halt"
+#: Columns holding JSON, and the types SQLite takes as they are (bool is not one).
+_JSON_COLUMNS = frozenset({"data", "params", "decision", "firing"})
+_PLAIN = frozenset({str, int, float})
 
 
 def utcnow() -> str:
@@ -102,6 +105,12 @@ class Journal(abc.ABC):
     owner: str
 
     @abc.abstractmethod
+    def atomic(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        """One transaction for every write inside: all of them or none (``doing`` names
+        it in errors). Only journal calls belong inside: never an effect, which must
+        follow its committed intent."""
+
+    @abc.abstractmethod
     def create_run(self, fields: dict[str, Any], *, actor: str) -> RunRecord: ...
 
     @abc.abstractmethod
@@ -162,6 +171,9 @@ class Journal(abc.ABC):
 
     @abc.abstractmethod
     def count_runs(self, *, since: str, mode: str, runbook: str | None = None) -> int: ...
+
+    @abc.abstractmethod
+    def rate_counts(self, *, since: str, mode: str, runbook: str) -> tuple[int, int]: ...
 
     @abc.abstractmethod
     def acquire_lock(self, key: str, run_id: str, *, ttl: float) -> str | None: ...
@@ -237,6 +249,9 @@ class SqliteJournal(Journal):
         self.owner = process_identity()
         # One connection, shared by fan-out and notification threads: serialise its use.
         self._lock = threading.RLock()
+        self._depth = 0  # open write scopes on the connection (atomic() nests writes)
+        self._failed = False  # a write nested in atomic() failed: roll the whole back
+        self._runs_column_names: tuple[str, ...] = ()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None,
@@ -285,17 +300,41 @@ class SqliteJournal(Journal):
             raise JournalError(f"cannot migrate journal {self.path}: {exc}") from None
 
     @contextlib.contextmanager
+    def atomic(self, doing: str) -> Iterator[None]:
+        with self._write(doing):
+            yield
+
+    @contextlib.contextmanager
     def _write(self, doing: str) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._depth:
+                # Inside atomic(): join its transaction (the lock keeps other threads out
+                # until it ends). A write failing in it fails the whole, even if caught.
+                self._depth += 1
+                try:
+                    yield self.conn
+                except BaseException:
+                    self._failed = True
+                    raise
+                finally:
+                    self._depth -= 1
+                return
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise self._error(exc, doing) from None
+            self._depth, self._failed = 1, False
             try:
                 yield self.conn
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._depth = 0
+            if self._failed:
+                self.conn.execute("ROLLBACK")
+                raise JournalError(f"journal {self.path}: cannot {doing}: a write in it failed, "
+                                   f"so none of it was recorded")
             try:
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -319,12 +358,20 @@ class SqliteJournal(Journal):
                      "VALUES (?, ?, ?, ?, ?, ?, ?)",
                      (at, kind, actor, run_id, data_json, prev, digest))
 
+    def _runs_columns(self, conn: sqlite3.Connection) -> tuple[str, ...]:
+        """Read once: this process migrates the journal only when it opens it."""
+        if not self._runs_column_names:
+            rows = conn.execute("PRAGMA table_info(runs)")
+            self._runs_column_names = tuple(r[1] for r in rows)
+        return self._runs_column_names
+
     @staticmethod
     def _encode(fields: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in fields.items():
-            if (key in ("data", "params", "decision", "firing") and value is not None) \
-                    or isinstance(value, dict | list | tuple):
+            if value is None or (type(value) in _PLAIN and key not in _JSON_COLUMNS):
+                out[key] = value  # most values: checked first, as every write encodes
+            elif key in _JSON_COLUMNS or isinstance(value, dict | list | tuple):
                 out[key] = canonical(value)
             elif isinstance(value, RunState):
                 out[key] = value.value
@@ -349,14 +396,13 @@ class SqliteJournal(Journal):
                 raise JournalError(f"run {fields.get('id')} not recorded: {exc}") from None
             self._append_event(conn, "run.requested", actor, row["id"],
                                {"runbook": row["runbook"], "params": fields.get("params", {})})
-        return self.get_run(row["id"])
+            return RunRecord.from_row({**dict.fromkeys(self._runs_columns(conn)), **row})
 
     def transition(self, run_id: str, to: RunState, *, actor: str,
                    data: dict[str, Any] | None = None, **fields: Any) -> RunRecord:
         now = utcnow()
         with self._write(f"move run {run_id} to {to.value}") as conn:
-            row = conn.execute("SELECT status, owner FROM runs WHERE id = ?",
-                               (run_id,)).fetchone()
+            row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
                 raise JournalError(f"no run {run_id}")
             current = RunState(row["status"])
@@ -374,7 +420,8 @@ class SqliteJournal(Journal):
             conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*values.values(), run_id])
             self._append_event(conn, f"run.{to.value}", actor, run_id,
                                {"from": current.value, **(data or {})})
-        return self.get_run(run_id)
+            # The row as written: what reading it back would give, without the read.
+            return RunRecord.from_row({**dict(row), **values})
 
     def get_run(self, run_id: str) -> RunRecord:
         rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
@@ -567,7 +614,7 @@ class SqliteJournal(Journal):
             self._append_event(conn, "run.denied", actor, run_id,
                                {"from": current.value, "plan_hash": plan_hash,
                                 "os_user": os_user, "reason": reason})
-        return self.get_run(run_id)
+            return self._run_in(conn, run_id)
 
     def add_plan_steps(self, run_id: str, plan_hash: str,
                        steps: Sequence[dict[str, Any]]) -> None:
@@ -596,6 +643,17 @@ class SqliteJournal(Journal):
             sql += " AND runbook = ?"
             params.append(runbook)
         return int(self._read(sql, params)[0]["n"])
+
+    def rate_counts(self, *, since: str, mode: str, runbook: str) -> tuple[int, int]:
+        """(runs of ``runbook``, runs in all) in ``mode`` created since ``since``.
+
+        What rate limits read at every decision: one range scan of the window index
+        (migration 0005) answers both, without visiting the runs table.
+        """
+        rows = self._read("SELECT COUNT(*) AS total, COALESCE(SUM(runbook = ?), 0) AS own "
+                          "FROM runs INDEXED BY idx_runs_window "
+                          "WHERE created_at >= ? AND mode = ?", (runbook, since, mode))
+        return int(rows[0]["own"]), int(rows[0]["total"])
 
     # -- locks -------------------------------------------------------------------
 
@@ -895,7 +953,7 @@ class SqliteJournal(Journal):
             self._append_event(conn, "run.interrupted", actor, run_id,
                                {"from": current.value, "reason": reason,
                                 "steps_outcome_unknown": unknown})
-        return self.get_run(run_id)
+            return self._run_in(conn, run_id)
 
     @staticmethod
     def _run_in(conn: sqlite3.Connection, run_id: str) -> RunRecord:

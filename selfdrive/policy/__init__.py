@@ -10,9 +10,10 @@ from selfdrive.policy.decide import (
     Situation,
     TrackRecord,
     decide,
+    reads_track_record,
     rule_for,
 )
 from selfdrive.policy.matrix import DEFAULT_MATRIX
 
 __all__ = ["DEFAULT_MATRIX", "GUARDRAILS", "Decision", "Firing", "Guardrail", "Halt",
-           "Request", "Situation", "TrackRecord", "decide", "rule_for"]
+           "Request", "Situation", "TrackRecord", "decide", "reads_track_record", "rule_for"]

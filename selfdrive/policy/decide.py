@@ -171,6 +171,13 @@ def rule_for(runbook: Runbook, config: TeamConfig) -> tuple[Rule, bool]:
     return DEFAULT_MATRIX[config.level][runbook.risk], False
 
 
+def reads_track_record(runbook: Runbook, config: TeamConfig) -> bool:
+    """Whether :func:`decide` may look at this runbook's track record; when not, the
+    caller need not read it from the journal (the decision is the same without it)."""
+    rule, _ = rule_for(runbook, config)
+    return rule is Rule.AUTO_WITH_RECORD or runbook.risk >= config.policy.track_record.applies_from
+
+
 def decide(runbook: Runbook, request: Request, config: TeamConfig,
            track_record: TrackRecord | None, now: datetime, *,
            situation: Situation | None = None,
