@@ -229,7 +229,8 @@ class Executor:
             plan = Plan(runbook=rb.name, code_digest=code_digest(rb),
                         params=rb.masked_params(values), steps=())
         # Decided after planning: the blast radius is the plan's own target count.
-        decision = self.decide(rb, request, targets=len(plan.targets))
+        seen = self.situation(rb)
+        decision = self.decide(rb, request, targets=len(plan.targets), situation=seen)
         actor = request.requested_by
 
         def outcome(code: int, message: str, record: RunRecord) -> RunOutcome:
@@ -241,6 +242,14 @@ class Executor:
         # never journaled half-decided.
         start: _Start | None = None
         with self.journal.atomic(f"record run {run_id}"):
+            if decision.mode is Mode.AUTONOMOUS:
+                # Guardrails again, under the journal's write lock: another process may
+                # have started a run (rate limit) or halted autonomy since the decision.
+                # Only this re-read makes the limits exact across processes.
+                fresh = self.situation(rb)
+                if fresh != seen:
+                    decision = self.decide(rb, request, targets=len(plan.targets),
+                                           situation=fresh)
             self.journal.create_run({
                 "id": run_id, "runbook": rb.name, "mode": decision.mode.value,
                 "risk": rb.risk.name, "requested_by": actor, "os_user": request.os_user,

@@ -7,12 +7,13 @@ library, since local runs only ever touch one target.
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from approvals_support import Team, explain, low_runbook
+from approvals_support import Team, clean_env, explain, low_runbook
 
 from selfdrive import Context, Mode, Risk, runbook
 from selfdrive.config import parse_config
@@ -72,6 +73,30 @@ def test_rate_limit_total_across_runbooks(team: Team, tmp_path: Path) -> None:
     _held(team, team.request("touch-a", f"path={tmp_path / 'a'}", who="alice", code=3), limit)
     _held(team, team.request("touch-b", f"path={tmp_path / 'b'}", who="alice", code=3), limit)
     assert (tmp_path / "a").read_text() == "touch_a\n"
+
+
+def test_rate_limit_is_exact_for_processes_deciding_at_once(team: Team, tmp_path: Path
+                                                            ) -> None:
+    """Eight `selfdrive run` processes started together, limit 3: the limit is checked
+    again under the journal's write lock, so exactly three run on their own."""
+    _two_low_runbooks(team, "[guardrails]\nrate_limit_per_runbook = 3\n")
+    out = tmp_path / "a.out"
+    procs = [subprocess.Popen(team.command("run", "touch-a", "-p", f"path={out}", "--json",
+                                           who="alice"),
+                              cwd=team.root, env=clean_env(), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(8)]
+    codes = sorted(p.wait(60) for p in procs)
+    for p in procs:
+        assert p.stdout is not None and p.stderr is not None
+        p.stdout.close()
+        p.stderr.close()
+    assert codes == [0, 0, 0, 3, 3, 3, 3, 3]
+    runs = team.rows("SELECT mode, status FROM runs WHERE runbook = 'touch-a'")
+    assert sorted((r["mode"], r["status"]) for r in runs) == \
+        [("approval", "pending_approval")] * 5 + [("autonomous", "succeeded")] * 3
+    assert out.read_text().count("touch_a") == 3
+    assert len(team.events("guardrail.tripped")) == 5
 
 
 def _toml_time(moment: datetime) -> str:

@@ -205,19 +205,23 @@ def _child_sleep(worker: int) -> int | None:
     return None
 
 
-def test_serve_runs_alert_runs_outside_the_receiver_process(project: Project) -> None:
+def test_two_workers_racing_keep_the_rate_limit_exact(project: Project) -> None:
+    """Runs of one runbook decide in two processes at once; the limit (5 an hour, the
+    default) still lets exactly five run on their own and sends the rest to a human."""
     server = Server(project)
     try:
-        for n in range(6):
-            status, _ = request(f"{server.base}/alerts/alertmanager",
-                                alertmanager("Quick", {"n": str(n)}))
-            assert status == 202
+        bodies = [alertmanager("Quick", {"n": str(n)}) for n in range(9)]
+        assert _concurrently_http(server, bodies) == [202] * 9
         server.wait_idle()
     finally:
         assert server.stop() == 0, server.log
-    runs = project.rows("SELECT status, owner FROM runs WHERE runbook = 'quick'")
-    assert len(runs) == 6 and {r["status"] for r in runs} == {"succeeded"}
-    assert server.proc.pid not in {_pid(r["owner"]) for r in runs}
+    runs = project.rows("SELECT status, mode, owner, decision FROM runs "
+                        "WHERE runbook = 'quick'")
+    assert len(runs) == 9
+    assert sorted(r["status"] for r in runs) == ["pending_approval"] * 4 + ["succeeded"] * 5
+    assert sum(r["mode"] == "autonomous" for r in runs) == 5
+    assert all("rate limit" in r["decision"] for r in runs if r["mode"] == "approval")
+    assert server.proc.pid not in {_pid(r["owner"]) for r in runs if r["owner"]}
     assert "2 worker process(es)" in server.log
 
 
@@ -292,7 +296,7 @@ def test_the_same_alert_posted_at_once_by_20_senders_gives_one_run(project: Proj
     server = Server(project)
     try:
         body = alertmanager("Quick", {"n": "7"}, fingerprint="same-one")
-        out = _concurrently_http(server, body, 20)
+        out = _concurrently_http(server, [body] * 20)
         assert out == [202] * 20
         server.wait_idle()
     finally:
@@ -303,16 +307,16 @@ def test_the_same_alert_posted_at_once_by_20_senders_gives_one_run(project: Proj
     assert project.rows("SELECT COUNT(*) AS n FROM alerts WHERE name = 'Quick'")[0]["n"] == 20
 
 
-def _concurrently_http(server: Server, body: dict[str, Any], n: int) -> list[int]:
+def _concurrently_http(server: Server, bodies: list[dict[str, Any]]) -> list[int]:
     statuses: list[int] = []
-    gate = threading.Barrier(n)
+    gate = threading.Barrier(len(bodies))
 
-    def one() -> None:
+    def one(body: dict[str, Any]) -> None:
         gate.wait()
         status, _ = request(f"{server.base}/alerts/alertmanager", body)
         statuses.append(status)
 
-    threads = [threading.Thread(target=one) for _ in range(n)]
+    threads = [threading.Thread(target=one, args=(b,)) for b in bodies]
     for t in threads:
         t.start()
     for t in threads:
