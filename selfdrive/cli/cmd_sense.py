@@ -219,7 +219,8 @@ def _print_claims(claims: list[dict[str, Any]]) -> None:
     for c in claims:
         run = c.get("run_id") or "-"
         kind = " (diagnostic)" if c.get("diagnostic") else ""
-        click.echo(f"  {c['runbook']}{kind}: {status(c['outcome'])}, run {run}"
+        now = f" ({status(c['run_status'])})" if c.get("run_status") else ""
+        click.echo(f"  {c['runbook']}{kind}: {status(c['outcome'])}, run {run}{now}"
                    + (f" — {c['detail']}" if c.get("detail") else ""))
 
 

@@ -84,6 +84,9 @@ class RunRequest:
     dry_run: bool = False
     firing: Firing | None = None
     dedup_key: str | None = None
+    #: Journal writes that belong with the run's creation (an alert claim naming the
+    #: run it started), made in the same transaction: never a run without its link.
+    on_recorded: Callable[[RunRecord], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -264,6 +267,8 @@ class Executor:
                 data={"mode": decision.mode.value, "reasons": list(decision.reasons),
                       "plan_hash": plan.hash, "lock": lock_key, "targets": list(plan.targets)})
             self.journal_plan(run.id, plan)
+            if request.on_recorded is not None:
+                request.on_recorded(run)
             tripped = bool(decision.guardrails) and decision.mode is Mode.APPROVAL
             if tripped:
                 self.journal.event("guardrail.tripped", actor="selfdrive", run_id=run.id,

@@ -797,8 +797,9 @@ class SqliteJournal(Journal):
         ids = [r["id"] for r in rows]
         claims: dict[int, list[dict[str, Any]]] = {}
         marks = ", ".join("?" for _ in ids)
-        for claim in self._read(f"SELECT * FROM alert_runs WHERE alert_id IN ({marks}) "
-                                f"ORDER BY id", ids):
+        for claim in self._read(f"SELECT a.*, r.status AS run_status FROM alert_runs a "
+                                f"LEFT JOIN runs r ON r.id = a.run_id "
+                                f"WHERE a.alert_id IN ({marks}) ORDER BY a.id", ids):
             claim["diagnostic"] = bool(claim["diagnostic"])
             claims.setdefault(claim["alert_id"], []).append(claim)
         return [{**self._alert_row(r), "claims": claims.get(r["id"], [])} for r in rows]
@@ -814,13 +815,15 @@ class SqliteJournal(Journal):
         where: list[str] = []
         params: list[Any] = []
         if alert_id is not None:
-            where.append("alert_id = ?")
+            where.append("a.alert_id = ?")
             params.append(alert_id)
         if outcome is not None:
-            where.append("outcome = ?")
+            where.append("a.outcome = ?")
             params.append(outcome)
-        sql = "SELECT * FROM alert_runs" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = self._read(sql + " ORDER BY id", params)
+        sql = ("SELECT a.*, r.status AS run_status FROM alert_runs a "
+               "LEFT JOIN runs r ON r.id = a.run_id"
+               + (" WHERE " + " AND ".join(where) if where else ""))
+        rows = self._read(sql + " ORDER BY a.id", params)
         for row in rows:
             row["diagnostic"] = bool(row["diagnostic"])
         return rows

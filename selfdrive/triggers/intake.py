@@ -159,10 +159,16 @@ class AlertIntake:
         alert = job.alert
         firing = Firing(kind="alert", name=alert.name, own=True,
                         domain=alert.labels.get(self.config.receiver.domain_label))
+        journal = self.executor.journal  # the run's own connection: one transaction
+
+        def link(run: RunRecord) -> None:
+            journal.update_alert_claim(job.claim_id, outcome="started", run_id=run.id,
+                                       detail=f"decided {run.mode}")
+
         try:
             outcome = self.executor.submit(RunRequest(
                 runbook=job.runbook, params=job.params, requested_by=ALERT_REQUESTER,
-                firing=firing, dedup_key=job.dedup_key), approver=None)
+                firing=firing, dedup_key=job.dedup_key, on_recorded=link), approver=None)
         except Exception as exc:  # never let one alert's run take the worker down
             error = str(exc) if isinstance(exc, SelfdriveError) else \
                 f"{type(exc).__name__}: {exc}"
@@ -175,9 +181,6 @@ class AlertIntake:
                 self.refresh_brief(job.alert_id)
             return JobResult(job, run, None, error)
         run = outcome.run
-        self._quietly(lambda: self.journal.update_alert_claim(
-            job.claim_id, outcome="started", run_id=run.id,
-            detail=f"{run.status.value} ({run.mode})"))
         self.log(f"alert #{job.alert_id} {alert.name}: {job.runbook} run {run.id} "
                  f"{run.status.value} ({run.mode})")
         if job.diagnostic:

@@ -156,6 +156,11 @@ def test_a_killed_worker_is_replaced_and_its_run_marked_interrupted(project: Pro
         assert run is not None, server.log
         worker = _pid(run["owner"])
         assert worker != server.proc.pid
+        # The claim names its run from the transaction that created the run.
+        [live] = project.rows("SELECT outcome, run_id FROM alert_runs WHERE runbook = 'hang'")
+        assert live == {"outcome": "started", "run_id": run["id"]}
+        shown = project.sd("alerts", "show", str(1))
+        assert f"hang: started, run {run['id']} (running)" in shown.stdout, shown.stdout
         sleeper = _child_sleep(worker)
         os.kill(worker, signal.SIGKILL)
         assert gone_soon(worker, 5)
