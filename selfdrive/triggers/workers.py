@@ -271,8 +271,9 @@ class WorkerPool:
                         slot.current = None
                     elif kind == "failed":
                         self.intake.log(f"alert worker {slot.index} could not start: {value}")
-            except (EOFError, OSError):
-                pass
+            except (EOFError, OSError):  # it is exiting: nothing more to hand it
+                conn.close()
+                slot.conn = None
         if process is not None and process.sentinel in ready and not process.is_alive():
             self._died(slot)
 
@@ -280,7 +281,8 @@ class WorkerPool:
         assert slot.process is not None
         code, lost = slot.process.exitcode, slot.current
         if slot.conn is not None:
-            slot.conn.close()
+            with contextlib.suppress(OSError):
+                slot.conn.close()
         slot.process, slot.conn, slot.ready, slot.current = None, None, False, None
         if self._stopping:
             return
