@@ -99,6 +99,62 @@ def event_digest(prev_hash: str, at: str, kind: str, actor: str, run_id: str | N
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
 
+class WriteGate:
+    """A kernel lock taken before SQLite's write lock, by every selfdrive process.
+
+    SQLite's busy handler sleeps 1, 2, 5, 10 … 100 ms between tries, so under steady
+    contention (a receiver and its workers) waiters sleep long past the moment the
+    lock is free, and the journal's single writer sits idle. ``flock`` wakes a waiter
+    the moment the lock is released, and the kernel releases it when its holder dies,
+    so a killed process never wedges the journal. Each acquisition opens its own file
+    description: an abandoned wait (timed out) can never release someone else's hold.
+    Writers that are not selfdrive (an ``sqlite3`` shell) still meet SQLite's own
+    lock and busy timeout behind it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def acquire(self, timeout: float) -> int | None:
+        """Take the gate within ``timeout`` seconds; its file descriptor, or None."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        # Held: wait in the kernel on a helper thread, so the wait can time out.
+        got, lock, state = threading.Event(), threading.Lock(), {"abandoned": False}
+
+        def wait() -> None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                os.close(fd)
+                return
+            with lock:
+                if state["abandoned"]:
+                    os.close(fd)  # nobody wants it any more: let it go at once
+                else:
+                    got.set()
+
+        threading.Thread(target=wait, daemon=True, name="selfdrive-journal-gate").start()
+        if got.wait(timeout):
+            return fd
+        with lock:
+            if got.is_set():
+                return fd
+            state["abandoned"] = True
+        return None
+
+    @staticmethod
+    def release(fd: int) -> None:
+        os.close(fd)  # closing the only descriptor of its open file releases the flock
+
+
 class Journal(abc.ABC):
     """What the executor, learning and CLI need from a journal."""
 
@@ -247,6 +303,7 @@ class SqliteJournal(Journal):
         self.path = path
         self.busy_timeout = busy_timeout
         self.owner = process_identity()
+        self._gate = WriteGate(path.with_name(path.name + ".write.lock"))
         # One connection, shared by fan-out and notification threads: serialise its use.
         self._lock = threading.RLock()
         self._depth = 0  # open write scopes on the connection (atomic() nests writes)
@@ -319,27 +376,36 @@ class SqliteJournal(Journal):
                 finally:
                     self._depth -= 1
                 return
+            held = self._gate.acquire(self.busy_timeout)
+            if held is None:
+                raise JournalLockedError(
+                    f"journal {self.path} is locked by another selfdrive writer; waited "
+                    f"{self.busy_timeout:g}s to {doing}, and nothing was written. Retry, or "
+                    f"find the process holding it (fuser {self._gate.path})")
             try:
-                self.conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise self._error(exc, doing) from None
-            self._depth, self._failed = 1, False
-            try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
+                try:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    raise self._error(exc, doing) from None
+                self._depth, self._failed = 1, False
+                try:
+                    yield self.conn
+                except BaseException:
+                    self.conn.execute("ROLLBACK")
+                    raise
+                finally:
+                    self._depth = 0
+                if self._failed:
+                    self.conn.execute("ROLLBACK")
+                    raise JournalError(f"journal {self.path}: cannot {doing}: a write in it "
+                                       f"failed, so none of it was recorded")
+                try:
+                    self.conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    self.conn.execute("ROLLBACK")
+                    raise self._error(exc, doing) from None
             finally:
-                self._depth = 0
-            if self._failed:
-                self.conn.execute("ROLLBACK")
-                raise JournalError(f"journal {self.path}: cannot {doing}: a write in it failed, "
-                                   f"so none of it was recorded")
-            try:
-                self.conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self.conn.execute("ROLLBACK")
-                raise self._error(exc, doing) from None
+                self._gate.release(held)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:

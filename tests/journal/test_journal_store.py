@@ -279,6 +279,66 @@ def test_a_held_write_lock_gives_a_clear_error_and_writes_nothing(path):
         journal.close()
 
 
+HOLD_GATE = """
+import sys, time
+from pathlib import Path
+from selfdrive.journal import open_journal
+journal = open_journal(Path(sys.argv[1]))
+with journal.atomic("hold the journal"):
+    journal.event("held", actor="holder")
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def _holder(path: Path, seconds: float) -> subprocess.Popen[str]:
+    """Another process inside a journal transaction for ``seconds``."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_GATE, str(path), str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "holding\n"
+    return proc
+
+
+def test_a_selfdrive_writer_holding_on_gives_a_clear_error_and_writes_nothing(path):
+    open_journal(path).close()
+    holder = _holder(path, 2.0)
+    journal = SqliteJournal(path, busy_timeout=0.3)
+    try:
+        started = time.monotonic()
+        with pytest.raises(JournalLockedError) as info:
+            new_run(journal)
+        assert 0.25 <= time.monotonic() - started < 1.5
+        assert "locked by another selfdrive writer" in str(info.value)
+        assert "nothing was written" in str(info.value)
+        assert holder.wait(10) == 0
+        # The abandoned wait let go of the gate once it got it: writes go on.
+        assert new_run(journal).status is S.REQUESTED
+        assert [e.kind for e in journal.events()] == ["held", "run.requested"]
+    finally:
+        holder.kill()
+        journal.close()
+
+
+def test_a_writer_killed_inside_a_transaction_does_not_wedge_the_journal(path):
+    open_journal(path).close()
+    holder = _holder(path, 60)
+    journal = SqliteJournal(path, busy_timeout=10)
+    try:
+        done = threading.Event()
+        waiter = threading.Thread(target=lambda: (new_run(journal), done.set()))
+        waiter.start()
+        time.sleep(0.3)
+        assert not done.is_set()  # it waits for the holder …
+        holder.kill()
+        holder.wait(5)
+        assert done.wait(3)  # … and goes on the moment the kernel drops the dead holder's lock
+        waiter.join(5)
+        assert [e.kind for e in journal.events()] == ["run.requested"]  # its write rolled back
+    finally:
+        holder.kill()
+        journal.close()
+
+
 def test_readers_do_not_block_the_writer(journal, path):
     reader = raw(path)
     try:
