@@ -342,7 +342,7 @@ class GroupCommit:
         except JournalLockedError as exc:  # the journal is busy: every sender retries
             for w in batch:
                 w.error = exc
-        except BaseException as exc:
+        except Exception as exc:
             if len(batch) == 1:
                 batch[0].error = exc
             else:
@@ -350,7 +350,7 @@ class GroupCommit:
                     try:
                         w.result = self._commit(w.rows)
                         self.batches += 1
-                    except BaseException as own:
+                    except Exception as own:
                         w.error = own
         else:
             at = 0

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +27,6 @@ from selfdrive.sdk.errors import HaltedError, JournalError, JournalLockedError
 
 S = RunState
 GENESIS = "0" * 64
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "journal.db"
-
-
-@pytest.fixture
-def journal(path: Path) -> Iterator[SqliteJournal]:
-    j = open_journal(path)
-    yield j
-    j.close()
 
 
 def raw(path: Path) -> sqlite3.Connection:

@@ -77,6 +77,21 @@ def _pool(project: Project, take: AlertIntake, workers: int = 2) -> WorkerPool:
                       intake=take)
 
 
+def _through_a_pool(project: Project, alertname: str, count: int) -> set[int]:
+    """Alerts n=0…count-1 received in-process and run by a 2-worker pool; its pids."""
+    take = _intake(project)
+    pool = _pool(project, take)
+    try:
+        workers = set(pool.pids)
+        for n in range(count):
+            for job in take.receive([Alert(alertname, {"n": str(n)})])[0].jobs:
+                pool.submit(job)
+        assert pool.wait_idle(30)
+    finally:
+        pool.stop(timeout=30)
+    return workers
+
+
 def _interval(run: dict[str, Any]) -> tuple[datetime, datetime]:
     return (datetime.fromisoformat(run["started_at"]),
             datetime.fromisoformat(run["finished_at"]))
@@ -87,17 +102,8 @@ def _pid(owner: str) -> int:
 
 
 def test_runs_happen_in_worker_processes_and_unlocked_ones_overlap(project: Project) -> None:
-    take = _intake(project)
-    pool = _pool(project, take)
-    try:
-        workers = set(pool.pids)
-        assert len(workers) == 2 and os.getpid() not in workers
-        for n in (1, 2):
-            for job in take.receive([Alert("Slow", {"n": str(n)})])[0].jobs:
-                pool.submit(job)
-        assert pool.wait_idle(30)
-    finally:
-        pool.stop(timeout=30)
+    workers = _through_a_pool(project, "Slow", 2)
+    assert len(workers) == 2 and os.getpid() not in workers
     runs = project.rows("SELECT * FROM runs WHERE runbook = 'slow' ORDER BY started_at")
     assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
     assert {_pid(r["owner"]) for r in runs} == workers  # one run in each worker
@@ -109,15 +115,7 @@ def test_runs_happen_in_worker_processes_and_unlocked_ones_overlap(project: Proj
 
 
 def test_runs_of_a_runbook_with_a_lock_queue_on_one_worker(project: Project) -> None:
-    take = _intake(project)
-    pool = _pool(project, take)
-    try:
-        for n in range(4):
-            for job in take.receive([Alert("Locked", {"n": str(n)})])[0].jobs:
-                pool.submit(job)
-        assert pool.wait_idle(30)
-    finally:
-        pool.stop(timeout=30)
+    _through_a_pool(project, "Locked", 4)
     runs = project.rows("SELECT * FROM runs WHERE runbook = 'locked' ORDER BY started_at")
     assert [r["status"] for r in runs] == ["succeeded"] * 4  # none skipped on the lock
     assert len({r["owner"] for r in runs}) == 1
@@ -128,6 +126,22 @@ def test_runs_of_a_runbook_with_a_lock_queue_on_one_worker(project: Project) -> 
 
 def json_n(run: dict[str, Any]) -> int:
     return int(json.loads(run["params"])["n"])
+
+
+def test_worker_nice_lowers_the_workers_priority_only(project: Project) -> None:
+    take = _intake(project)
+    pool = WorkerPool(functools.partial(project_intake, str(project.root)), 2, intake=take,
+                      nice=7)
+    try:
+        nices = {pid: _nice(pid) for pid in pool.pids}
+    finally:
+        pool.stop(timeout=30)
+    assert set(nices.values()) == {_nice(os.getpid()) + 7}
+    assert _nice(os.getpid()) == os.getpriority(os.PRIO_PROCESS, 0)  # the receiver: unchanged
+
+
+def _nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
 def test_a_worker_that_cannot_start_stops_the_pool_with_its_reason(project: Project) -> None:
