@@ -209,6 +209,26 @@ def test_a_killed_worker_is_replaced_and_its_run_marked_interrupted(project: Pro
                 os.killpg(sleeper, signal.SIGKILL)
 
 
+def test_workers_leave_when_their_receiver_is_killed(project: Project) -> None:
+    server = Server(project)
+    try:
+        workers = [pid for pid in _children(server.proc.pid) if b"multiprocessing.spawn"
+                   in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(workers) == 2
+        server.proc.kill()
+        server.proc.wait(5)
+        assert all(gone_soon(pid, 5) for pid in workers), "orphaned alert workers"
+    finally:
+        server.stop()
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
 def _child_sleep(worker: int) -> int | None:
     """The pid of the ``sleep`` the worker started (its own process group leader)."""
     for entry in Path("/proc").iterdir():
