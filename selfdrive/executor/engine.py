@@ -131,19 +131,16 @@ class Executor:
 
     # -- deciding ----------------------------------------------------------------
 
-    def situation(self, rb: Runbook | None = None) -> Situation:
-        """What guardrails read: the halt switch and recent autonomous runs."""
+    def situation(self, rb: Runbook) -> Situation:
+        """What guardrails read for ``rb``: the halt switch and recent autonomous runs."""
         flag = self.journal.get_flag(HALT_FLAG)
         halted = None if flag is None else Halt(
             by=flag.get("by", "?"), reason=flag.get("reason", ""),
             since=datetime.fromisoformat(flag["since"]))
         since = (self.clock() - self.config.guardrails.rate_window).astimezone(UTC)
         since_text = since.isoformat(timespec="microseconds")
-        mode = Mode.AUTONOMOUS.value
-        if rb is None:
-            own, total = 0, self.journal.count_runs(since=since_text, mode=mode)
-        else:
-            own, total = self.journal.rate_counts(since=since_text, mode=mode, runbook=rb.name)
+        own, total = self.journal.rate_counts(since=since_text, mode=Mode.AUTONOMOUS.value,
+                                              runbook=rb.name)
         return Situation(halt=halted, autonomous_runs_of_runbook=own,
                          autonomous_runs_total=total)
 
