@@ -209,11 +209,23 @@ class IdentityConfig(_Strict):
     os_user_authoritative: bool = False
 
 
+#: What a shell command needs to behave as it does at a terminal, and nothing that is
+#: usually a credential. Patterns such as ``LC_*`` are allowed.
+DEFAULT_ENV_ALLOW: tuple[str, ...] = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_*", "TZ", "TERM",
+    "TMPDIR", "SSH_AUTH_SOCK",
+)
+
+
 class ExecutorConfig(_Strict):
     """Limits the executor applies to every run."""
 
     output_limit: Annotated[int, Field(ge=1024)] = 64 * 1024
     command_timeout: Annotated[float, Field(gt=0)] = 600.0
+    #: Variables of selfdrive's own environment a command's process may see (``LC_*``
+    #: patterns allowed); everything else, the receiver's token and ``@env`` secrets
+    #: included, stays out.
+    env_allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ENV_ALLOW))
 
 
 class TeamConfig(_Strict):

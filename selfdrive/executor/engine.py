@@ -54,6 +54,7 @@ from selfdrive.sdk.errors import (
 from selfdrive.sdk.runbook import Hook, Runbook
 from selfdrive.sdk.vocabulary import Mode, RunState
 from selfdrive.targets.base import Target
+from selfdrive.targets.environ import child_environ
 from selfdrive.targets.local import LocalTarget
 
 S = RunState
@@ -127,7 +128,8 @@ class Executor:
         self.journal = journal
         self.observer = observer or SilentObserver()
         self.clock = clock
-        self.target = target or LocalTarget(cwd=str(config.root))
+        self.target = target or LocalTarget(
+            cwd=str(config.root), env=child_environ(config.executor.env_allow))
 
     # -- deciding ----------------------------------------------------------------
 
