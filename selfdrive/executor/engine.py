@@ -92,7 +92,7 @@ class RunRequest:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """Where a run ended, with its plan and decision; ``exit_code`` per DESIGN section 9."""
+    """Where a run ended, with its plan and decision; ``exit_code`` as ``--help`` lists it."""
 
     run: RunRecord
     plan: Plan

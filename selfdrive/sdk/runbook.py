@@ -251,7 +251,7 @@ def runbook(*, risk: Risk, name: str | None = None, domain: str | None = None,
 
 def runbook(fn: Callable[..., Any] | None = None, /,
             **options: Any) -> Runbook | Callable[[Callable[..., Any]], Runbook]:
-    """Declare a runbook. ``risk=`` is required; see DESIGN section 2 for the options.
+    """Declare a runbook. ``risk=`` is required; the README's "Writing a runbook" lists the options.
 
     Returns a :class:`Runbook`; decorating registers nothing (the registry collects).
     """

@@ -1,4 +1,5 @@
-"""Exit codes of DESIGN section 9 and the JSON a script reads, through the real CLI.
+"""Exit codes as `selfdrive --help` lists them, and the JSON a script reads, through the
+real CLI.
 
 0 planned or succeeded, 1 failed, 2 usage or bad input, 3 pending approval,
 4 precondition unmet, 5 verification failed (also when rolled back).

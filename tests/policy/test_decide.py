@@ -78,8 +78,8 @@ def reasons_text(decision: Decision) -> str:
 
 # -- every cell of the default matrix ----------------------------------------------
 
-# What DESIGN section 5 says, cell by cell, in its own words.
-DESIGN_MATRIX = {
+# What the README's policy matrix says, cell by cell, in its own words.
+DOCUMENTED_MATRIX = {
     Level.L0: ["dry-run", "dry-run", "dry-run", "dry-run", "dry-run"],
     Level.L1: ["auto", "auto-own-trigger", "approval", "approval", "dry-run"],
     Level.L2: ["auto", "auto-own-trigger", "approval", "approval", "dry-run"],
@@ -126,7 +126,7 @@ def test_the_tables_cover_every_cell() -> None:
 
 @pytest.mark.parametrize(("level", "risk"), CELLS, ids=[f"{lv.name}-{r.name}" for lv, r in CELLS])
 def test_default_matrix_is_designs(level: Level, risk: Risk) -> None:
-    assert DEFAULT_MATRIX[level][risk] is Rule(DESIGN_MATRIX[level][risk])
+    assert DEFAULT_MATRIX[level][risk] is Rule(DOCUMENTED_MATRIX[level][risk])
 
 
 @pytest.mark.parametrize(("level", "risk", "letter"), CASES,
@@ -138,14 +138,14 @@ def test_every_cell_in_every_situation(level: Level, risk: Risk, letter: str) ->
     decision = decide(cached_runbook(risk), request, cached_config(level), record, NOW)
 
     assert decision.mode is expected, reasons_text(decision)
-    assert decision.rule is Rule(DESIGN_MATRIX[level][risk])
+    assert decision.rule is Rule(DOCUMENTED_MATRIX[level][risk])
     assert decision.guardrails == ()
 
 
 @pytest.mark.parametrize(("level", "risk"), CELLS, ids=[f"{lv.name}-{r.name}" for lv, r in CELLS])
 def test_first_reason_names_level_risk_and_rule(level: Level, risk: Risk) -> None:
     decision = decide(cached_runbook(risk), by_hand(), cached_config(level), GOOD, NOW)
-    rule = Rule(DESIGN_MATRIX[level][risk])
+    rule = Rule(DOCUMENTED_MATRIX[level][risk])
     words = {
         Rule.DRY_RUN: "plan only (dry-run)",
         Rule.APPROVAL: "a human approves",
@@ -467,7 +467,7 @@ def test_dry_run_request_always_gives_dry_run(level: Level, risk: Risk) -> None:
     assert decision.mode is Mode.DRY_RUN
     assert decision.reasons[-1] == ("dry-run requested: read-only steps run, changes are only "
                                     "planned")
-    assert decision.rule is Rule(DESIGN_MATRIX[level][risk])
+    assert decision.rule is Rule(DOCUMENTED_MATRIX[level][risk])
 
 
 def test_dry_run_request_under_halt() -> None:

@@ -1,4 +1,4 @@
-"""Properties DESIGN section 5 promises, over random situations."""
+"""Properties the README's "Policy" section promises, over random situations."""
 
 from __future__ import annotations
 
