@@ -7,11 +7,12 @@ from typing import Any
 
 import click
 
+from selfdrive.cli.command import Command, utf8_folder
 from selfdrive.cli.render import emit_json, table
 from selfdrive.cli.session import session
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("directory", type=click.Path(file_okay=False), default=".")
 @click.option("--team", default=None, help="Team name (default: the folder's name).")
 @click.option("--level", default="L1", show_default=True,
@@ -21,7 +22,7 @@ def init(directory: str, team: str | None, level: str) -> None:
     """Scaffold selfdrive.toml and a runbooks/ folder with one example runbook."""
     from selfdrive.cli.scaffold import scaffold_project
 
-    root = Path(directory).resolve()
+    root = utf8_folder(Path(directory), "project folder")
     written = scaffold_project(root, team=team or root.name, level=level)
     for path in written:
         click.echo(f"created {path}")
@@ -29,7 +30,7 @@ def init(directory: str, team: str | None, level: str) -> None:
                f"selfdrive plan clean-old-files -p path=/tmp")
 
 
-@click.command("list")
+@click.command("list", cls=Command)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def list_(as_json: bool) -> None:
     """List the runbooks the registry finds (exit 2 if some failed to load)."""
@@ -52,7 +53,7 @@ def list_(as_json: bool) -> None:
         raise SystemExit(2)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def show(name: str, as_json: bool) -> None:
@@ -86,7 +87,7 @@ def show(name: str, as_json: bool) -> None:
             click.echo(f"{label + ':':12} {hook['name']}{extra}")
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def lint(as_json: bool) -> None:
     """Report load problems (exit 2) and risky gaps (exit 1); exit 0 when clean."""

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from selfdrive.cli.command import Command
 from selfdrive.cli.render import (
     emit_json,
     isatty,
@@ -102,7 +103,7 @@ def _outcome_json(result: RunOutcome) -> dict[str, Any]:
             "message": result.message}
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("name")
 @param_option
 @json_option
@@ -111,7 +112,7 @@ def plan(name: str, params: tuple[str, ...], as_json: bool) -> None:
     _submit(name, params, dry_run=True, yes=False, as_json=as_json)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("name")
 @param_option
 @click.option("--yes", is_flag=True, help="Approve the plan without asking (you are the approver).")
@@ -127,7 +128,7 @@ def run(name: str, params: tuple[str, ...], yes: bool, dry_run: bool, as_json: b
     _submit(name, params, dry_run=dry_run, yes=yes, as_json=as_json)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("name")
 @click.option("--alert", "alert_name", metavar="ALERT",
               help="Explain as if this alert fired the run (default: a manual request).")
@@ -166,7 +167,7 @@ def explain(name: str, alert_name: str | None, domain: str | None, as_json: bool
                f"latest: {recent}")
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("name", required=False)
 @click.option("--status", "statuses", multiple=True, help="Only runs in this status (repeatable).")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
@@ -196,7 +197,7 @@ def history(name: str | None, statuses: tuple[str, ...], limit: int, as_json: bo
             short_time(r.started_at or r.created_at), short_time(r.finished_at)] for r in runs])
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("run_id")
 @json_option
 def logs(run_id: str, as_json: bool) -> None:
@@ -248,7 +249,7 @@ def logs(run_id: str, as_json: bool) -> None:
             click.secho(f"      {st.error}", fg="red")
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--reason", required=True, help="Why autonomy stops (shown in every decision).")
 def halt(reason: str) -> None:
     """Stop all autonomy: new runs need a human; autonomous runs stop before their next change."""
@@ -259,7 +260,7 @@ def halt(reason: str) -> None:
     click.echo(f"halted by {s.actor}: {reason}")
 
 
-@click.command()
+@click.command(cls=Command)
 def unhalt() -> None:
     """Turn the halt switch off; policy decides as before."""
     from selfdrive.executor.engine import unhalt as do_unhalt
