@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from selfdrive.executor.engine import RunOutcome
     from selfdrive.executor.plan import Plan
     from selfdrive.journal.records import RunRecord
-    from selfdrive.policy.decide import Decision
+    from selfdrive.policy.decide import Decision, Halt
 
 param_option = click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
                             help="A runbook parameter; repeat for more (a repeated key "
@@ -250,23 +251,65 @@ def logs(run_id: str, as_json: bool) -> None:
 
 
 @click.command(cls=Command)
-@click.option("--reason", required=True, help="Why autonomy stops (shown in every decision).")
-def halt(reason: str) -> None:
-    """Stop all autonomy: new runs need a human; autonomous runs stop before their next change."""
+@click.option("--reason", default=None,
+              help="Why autonomy stops (shown in every decision). Without it: show why it "
+                   "is halted, if it is.")
+@json_option
+def halt(reason: str | None, as_json: bool) -> None:
+    """Stop all autonomy: new runs need a human; autonomous runs stop before their next change.
+
+    Each halt adds its reason, with who and when (two incidents, two reasons); `unhalt`
+    clears them all. Without --reason: show every reason autonomy is halted for.
+    """
     from selfdrive.executor.engine import halt as do_halt
+    from selfdrive.executor.engine import halts
 
     s = session()
-    do_halt(s.journal, by=s.actor, reason=reason, now=datetime.now(UTC))
-    click.echo(f"halted by {s.actor}: {reason}")
+    if reason is None:
+        current = halts(s.journal)
+    else:
+        if not reason.strip():
+            from selfdrive.sdk.errors import UsageError
+
+            raise UsageError("--reason is empty: say why (every decision shows it)")
+        current = do_halt(s.journal, by=s.actor, reason=reason, now=datetime.now(UTC))
+    if as_json:
+        emit_json({"halted": bool(current), "reasons": [_halt_json(h) for h in current]})
+        return
+    if reason is not None:
+        click.echo(f"halted by {s.actor}: {reason}")
+        if len(current) == 1:
+            return
+    if not current:
+        click.echo("autonomy is not halted")
+        return
+    click.echo(f"autonomy is halted for {len(current)} reason(s); `selfdrive unhalt` clears "
+               f"them all:")
+    _print_halts(current)
 
 
 @click.command(cls=Command)
-def unhalt() -> None:
-    """Turn the halt switch off; policy decides as before."""
+@json_option
+def unhalt(as_json: bool) -> None:
+    """Turn the halt switch off, clearing every reason; policy decides as before."""
     from selfdrive.executor.engine import unhalt as do_unhalt
 
     s = session()
-    if do_unhalt(s.journal, by=s.actor):
-        click.echo(f"unhalted by {s.actor}")
+    cleared = do_unhalt(s.journal, by=s.actor)
+    if as_json:
+        emit_json({"unhalted_by": s.actor if cleared else None,
+                   "cleared": [_halt_json(h) for h in cleared]})
+    elif cleared:
+        click.echo(f"unhalted by {s.actor}; cleared {len(cleared)} reason(s):")
+        _print_halts(cleared)
     else:
         click.echo("autonomy was not halted")
+
+
+def _halt_json(h: Halt) -> dict[str, str]:
+    return {"by": h.by, "reason": h.reason, "since": h.since.isoformat()}
+
+
+def _print_halts(halts: Sequence[Halt]) -> None:
+    for h in halts:
+        click.echo(f"  since {short_time(h.since.isoformat())} UTC, by {h.by}: {h.reason}")
