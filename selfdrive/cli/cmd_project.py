@@ -19,13 +19,16 @@ from selfdrive.cli.session import session
               type=click.Choice(["L0", "L1", "L2", "L3", "L4", "L5"]),
               help="Autonomy level to start at.")
 def init(directory: str, team: str | None, level: str) -> None:
-    """Scaffold selfdrive.toml and a runbooks/ folder with one example runbook."""
+    """Scaffold selfdrive.toml and a runbooks/ folder with one example runbook.
+
+    Also makes git ignore .selfdrive/ (the journal): a .gitignore is created, or the
+    line appended to yours.
+    """
     from selfdrive.cli.scaffold import scaffold_project
 
     root = utf8_folder(Path(directory), "project folder")
-    written = scaffold_project(root, team=team or root.name, level=level)
-    for path in written:
-        click.echo(f"created {path}")
+    for done, path in scaffold_project(root, team=team or root.name, level=level):
+        click.echo(f"{done} {path}")
     click.echo(f"\nnext: cd {root} && selfdrive list && "
                f"selfdrive plan clean-old-files -p path=/tmp")
 
