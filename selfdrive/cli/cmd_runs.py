@@ -14,6 +14,7 @@ from selfdrive.cli.render import (
     isatty,
     short_time,
     status,
+    stdout_is_terminal,
     table,
 )
 from selfdrive.cli.session import parse_params, session
@@ -40,7 +41,9 @@ def _submit(name: str, params: tuple[str, ...], *, dry_run: bool, yes: bool,
     rb = s.registry.get(name)
     rb.validate_params(values)  # a bad parameter is reported before the journal is touched
     s.warn_problems()
-    executor = s.executor(quiet=as_json)
+    # A plan is the result: `selfdrive plan X > file` keeps what a terminal would show.
+    plan_out = dry_run and not as_json and not stdout_is_terminal()
+    executor = s.executor(quiet=as_json, stdout=plan_out)
     approver = None
     if yes:
         approver = _yes
@@ -49,7 +52,7 @@ def _submit(name: str, params: tuple[str, ...], *, dry_run: bool, yes: bool,
     if not as_json:
         click.echo(f"{'planning' if dry_run else 'running'} {rb.name} "
                    f"({rb.risk.name} risk) as {s.actor}, team level {s.config.level.name}",
-                   err=True)
+                   err=not plan_out)
     result = executor.submit(RunRequest(runbook=name, params=values, requested_by=s.actor,
                                         os_user=s.os_user, dry_run=dry_run), approver=approver)
     if as_json:
@@ -74,21 +77,21 @@ def _ask(run: RunRecord, plan: Plan, decision: Decision) -> bool:
                          err=True)
 
 
-def _print_plan(plan: Plan) -> None:
+def _print_plan(plan: Plan, *, err: bool = True) -> None:
     changes = plan.changes
     click.secho(f"\nPlan {plan.hash[:12]} — {len(changes)} change(s) on "
-                f"{', '.join(plan.targets) or 'no target'}:", bold=True, err=True)
+                f"{', '.join(plan.targets) or 'no target'}:", bold=True, err=err)
     for step in changes:
-        click.echo(f"  [{step.phase}] {step.target}: {step.command}", err=True)
+        click.echo(f"  [{step.phase}] {step.target}: {step.command}", err=err)
     for note in plan.notes:
-        click.echo(f"  note: {note}", err=True)
-    click.echo("", err=True)
+        click.echo(f"  note: {note}", err=err)
+    click.echo("", err=err)
 
 
 def _print_outcome(result: RunOutcome) -> None:
     run = result.run
-    if run.mode == "dry-run":
-        _print_plan(result.plan)
+    if run.mode == "dry-run":  # the plan is what it produced: on stdout when that is a file
+        _print_plan(result.plan, err=stdout_is_terminal())
     click.echo(f"run {run.id}: {status(run.status.value)}"
                + (f" — {result.message}" if result.message else ""))
     if run.status.value == "pending_approval":

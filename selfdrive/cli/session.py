@@ -87,12 +87,13 @@ class Session:
         return Notifier(self.config.notify.webhooks, root=self.config.root,
                         team=self.config.team, on_failure=journal_failure)
 
-    def executor(self, *, quiet: bool = False) -> Executor:
+    def executor(self, *, quiet: bool = False, stdout: bool = False) -> Executor:
         from selfdrive.cli.render import TerminalObserver
         from selfdrive.executor.engine import Executor
 
         return Executor(self.config, self.registry, self.journal,
-                        observer=TerminalObserver(quiet=quiet), notifier=self.notifier)
+                        observer=TerminalObserver(quiet=quiet, stdout=stdout),
+                        notifier=self.notifier)
 
     def warn_problems(self) -> None:
         for problem in self.registry.problems:
