@@ -44,8 +44,8 @@ def render_new(template: str, **values: object) -> str:
 def new(name: str, risk: str, ssh: bool, domain: str, directory: str | None) -> None:
     """Scaffold runbook NAME and its test (test_NAME.py, which the registry skips).
 
-    Both pass out of the box (`pytest`, `selfdrive lint`); edit the body, then the
-    test's scripted answers.
+    The test passes out of the box (`pytest`); `selfdrive lint` flags the placeholder
+    docstring until you write one. Edit the body, then the test's scripted answers.
     """
     from selfdrive.sdk.errors import UsageError
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,11 @@ def lint(as_json: bool) -> None:
         if not rb.description:
             findings.append({"level": "warning", "where": rb.location,
                              "what": f"{rb.name}: no docstring; `list` has nothing to show"})
+        elif _placeholder(rb.description):
+            findings.append({"level": "warning", "where": rb.location,
+                             "what": f"{rb.name}: the docstring is a placeholder "
+                                     f"({rb.summary[:60]!r}); say what it does: `list` "
+                                     f"shows its first line"})
         if rb.approval == "always" and rb.risk == Risk.READ_ONLY:
             findings.append({"level": "warning", "where": rb.location,
                              "what": f"{rb.name}: approval='always' on a READ_ONLY runbook"})
@@ -123,6 +129,17 @@ def lint(as_json: bool) -> None:
         raise SystemExit(2)
     if findings:
         raise SystemExit(1)
+
+
+#: A first line that starts like this is a note to self, not a summary (the runbook
+#: `selfdrive new` scaffolds starts with TODO).
+PLACEHOLDER = re.compile(r"^\W*(TODO|FIXME|XXX|TBD)\b", re.IGNORECASE)
+
+
+def _placeholder(description: str) -> bool:
+    """A docstring that says nothing yet: a TODO-style note, or hardly a word."""
+    letters = sum(c.isalpha() for c in description)
+    return letters < 3 or PLACEHOLDER.match(description.splitlines()[0]) is not None
 
 
 def _triggers(rb: Any) -> str:
