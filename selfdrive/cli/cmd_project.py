@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -72,11 +73,14 @@ def show(name: str, as_json: bool) -> None:
     if rb.description:
         click.echo("\n" + rb.description + "\n")
     if rb.params:
-        table(["PARAMETER", "TYPE", "DEFAULT", "NOTES"],
-              [[p["name"], p["type"], "(required)" if p["required"] else repr(p["default"]),
-                "secret" if p["secret"] else ""] for p in data["params"]])
+        table(["PARAMETER", "TYPE", "DEFAULT", "SECRET", "CONSTRAINTS"],
+              [[p["name"], p["type"], "(required)" if p["required"] else _value(p["default"]),
+                "yes" if p["secret"] else "no", _constraints_text(p["constraints"]) or "-"]
+               for p in data["params"]])
     click.echo("")
-    for label, key in (("triggers", "triggers"), ("schedule", "schedule"), ("lock", "lock"),
+    for trigger in data["triggers"]:
+        click.echo(f"{'trigger:':12} {_trigger_text(trigger)}")
+    for label, key in (("schedule", "schedule"), ("lock", "lock"),
                        ("timeout", "timeout"), ("tags", "tags"), ("approval", "approval")):
         value = data[key]
         if isinstance(value, list):
@@ -162,14 +166,18 @@ def _detail(rb: Any) -> dict[str, Any]:
         return {"name": h.name, "params": list(h.params), "attempts": h.attempts,
                 "interval": h.interval.total_seconds()}
 
+    constraints = _param_constraints(rb)
     return {
         **_summary(rb),
         "description": rb.description,
         "params": [{"name": p.name, "type": p.type_name, "required": p.required,
                     "default": MASK if p.secret and p.default is not None else p.default,
-                    "secret": p.secret} for p in rb.params],
-        "triggers": [{"alert": t.name, "matchers": {k: getattr(v, "pattern", v)
-                                                     for k, v in t.matchers.items()},
+                    "secret": p.secret, "constraints": constraints.get(p.name, {})}
+                   for p in rb.params],
+        "triggers": [{"alert": t.name,
+                      "matchers": {k: ({"op": "=~", "value": v.pattern}
+                                       if isinstance(v, re.Pattern) else {"op": "=", "value": v})
+                                   for k, v in t.matchers.items()},
                       "params": dict(t.params)} for t in rb.triggers],
         "lock": rb.lock, "timeout": f"{rb.timeout.total_seconds():g}s",
         "approval": rb.approval if rb.approval != "policy" else "",
@@ -177,3 +185,69 @@ def _detail(rb: Any) -> dict[str, Any]:
         "verifications": [hook(h) for h in rb.verifications],
         "rollbacks": [hook(h) for h in rb.rollbacks],
     }
+
+
+#: JSON-schema keywords pydantic writes for a field's constraints, by the names an
+#: author gives them (``Field(ge=1)``, ``min_length=…``) …
+SCHEMA_NAMES = {"minimum": "ge", "maximum": "le", "exclusiveMinimum": "gt",
+                "exclusiveMaximum": "lt", "multipleOf": "multiple_of",
+                "minLength": "min_length", "maxLength": "max_length",
+                "minItems": "min_length", "maxItems": "max_length", "pattern": "pattern"}
+#: … and how `show` words them.
+WORDS = {"ge": ">= {}", "le": "<= {}", "gt": "> {}", "lt": "< {}",
+         "multiple_of": "multiple of {}", "min_length": "length >= {}",
+         "max_length": "length <= {}", "pattern": "matches /{}/"}
+
+
+def _param_constraints(rb: Any) -> dict[str, dict[str, Any]]:
+    """Each parameter's constraints, read from the schema pydantic validates against, so
+    `show` states exactly what `run` would refuse."""
+    try:
+        props = rb.params_model.model_json_schema()["properties"]
+    except Exception:  # a type with no JSON schema: its constraints cannot be shown
+        return {}
+    return {name: _schema_constraints(schema) for name, schema in props.items()}
+
+
+def _schema_constraints(schema: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in [schema, *schema.get("anyOf", ())]:  # `X | None`: X's constraints
+        for key, name in SCHEMA_NAMES.items():
+            if key in part:
+                out[name] = part[key]
+        if "enum" in part:
+            out["choices"] = list(part["enum"])
+        elif "const" in part:
+            out["choices"] = [part["const"]]
+        if isinstance(part.get("items"), dict) and (inner := _schema_constraints(part["items"])):
+            out["each"] = inner
+    return out
+
+
+def _constraints_text(constraints: dict[str, Any]) -> str:
+    parts = []
+    for name, value in constraints.items():
+        if name == "choices":
+            parts.append("one of " + ", ".join(map(repr, value)))
+        elif name == "each":
+            parts.append(f"each: {_constraints_text(value)}")
+        else:
+            parts.append(WORDS[name].format(value))
+    return "; ".join(parts)
+
+
+def _value(value: Any) -> str:
+    """A default as an author would write it: ``'soft'``, ``7``, ``/tmp`` (not PosixPath)."""
+    plain = (str, int, float, bool, list, tuple, dict, type(None))
+    return repr(value) if isinstance(value, plain) else str(value)
+
+
+def _trigger_text(trigger: dict[str, Any]) -> str:
+    """``alert NginxDown {severity="critical", instance=~"web-.*"} → host={{ labels.instance }}``:
+    Alertmanager's own selector notation; ``=~`` is a full regular-expression match."""
+    matchers = ", ".join(f"{label}{m['op']}{json.dumps(m['value'], ensure_ascii=False)}"
+                         for label, m in trigger["matchers"].items())
+    text = f"alert {trigger['alert']}" + (f" {{{matchers}}}" if matchers else "")
+    if trigger["params"]:
+        text += " → " + ", ".join(f"{k}={v}" for k, v in trigger["params"].items())
+    return text
