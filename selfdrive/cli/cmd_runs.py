@@ -218,9 +218,17 @@ def logs(run_id: str, as_json: bool) -> None:
         emit_json({"run": run.as_json(), "steps": [s.as_json() for s in steps],
                    "approvals": [a.as_json() for a in approvals]})
         return
+    from selfdrive.learning.queries import format_seconds
+
     click.secho(f"run {run.id}: {run.runbook}", bold=True)
     click.echo(f"status {status(run.status.value)}, mode {run.mode}, requested by "
                f"{run.requested_by} (os user {run.os_user}) at {short_time(run.created_at)}")
+    if run.started_at:
+        took = (f", took {format_seconds(_seconds(run.started_at, run.finished_at))}"
+                if run.finished_at else "")
+        click.echo(f"started {short_time(run.started_at)}"
+                   + (f", finished {short_time(run.finished_at)}" if run.finished_at else "")
+                   + took)
     if run.params:
         click.echo("params: " + ", ".join(f"{k}={v!r}" for k, v in run.params.items()))
     for reason in run.decision.get("reasons", []):
@@ -234,6 +242,10 @@ def logs(run_id: str, as_json: bool) -> None:
     if run.error:
         click.secho(f"error: {run.error}", fg="red")
     click.echo("")
+    if steps:
+        click.secho(f"{'#':>3}  {'STATUS':<10}  {'START (UTC)':<12}  {'TOOK':>6}  STEP",
+                    bold=True)
+    day = run.created_at[:10]
     for st in steps:
         label = st.command or st.name or ""
         if st.kind == "log":
@@ -243,7 +255,15 @@ def logs(run_id: str, as_json: bool) -> None:
         elif st.kind == "check":
             label = f"{st.name}" + (f" (attempt {st.attempt})" if st.attempt else "")
         where = f" {st.target}:" if st.target else ""
-        click.echo(f"{st.seq:>3} {status(st.status):<10} [{st.phase}]{where} {label}"
+        # When each step began (with the date once it is not the request's day) and how
+        # long it took; a plan's steps ran in memory before they were recorded: no duration.
+        start = st.started_at.replace("T", " ")[:23]
+        start = start[11:] if start[:10] == day else start
+        step_took = None if st.phase.startswith("plan:") or st.kind in ("log", "note") \
+            else st.duration if st.duration is not None \
+            else _seconds(st.started_at, st.finished_at)
+        click.echo(f"{st.seq:>3}  {status(st.status) + ' ' * (10 - len(st.status))}  "
+                   f"{start:<12}  {format_seconds(step_took):>6}  [{st.phase}]{where} {label}"
                    + (f"  exit {st.exit_code}" if st.exit_code not in (None, 0) else ""))
         if st.kind == "command" and not st.planned:
             for stream, text in (("out", st.stdout), ("err", st.stderr)):
@@ -251,6 +271,12 @@ def logs(run_id: str, as_json: bool) -> None:
                     click.echo(f"      {stream}| {line}")
         if st.error:
             click.secho(f"      {st.error}", fg="red")
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
 @click.command(cls=Command)
