@@ -218,13 +218,13 @@ def logs(run_id: str, as_json: bool) -> None:
         emit_json({"run": run.as_json(), "steps": [s.as_json() for s in steps],
                    "approvals": [a.as_json() for a in approvals]})
         return
-    from selfdrive.learning.queries import format_seconds
+    from selfdrive.learning.queries import format_seconds, seconds_between
 
     click.secho(f"run {run.id}: {run.runbook}", bold=True)
     click.echo(f"status {status(run.status.value)}, mode {run.mode}, requested by "
                f"{run.requested_by} (os user {run.os_user}) at {short_time(run.created_at)}")
     if run.started_at:
-        took = (f", took {format_seconds(_seconds(run.started_at, run.finished_at))}"
+        took = (f", took {format_seconds(seconds_between(run.started_at, run.finished_at))}"
                 if run.finished_at else "")
         click.echo(f"started {short_time(run.started_at)}"
                    + (f", finished {short_time(run.finished_at)}" if run.finished_at else "")
@@ -261,7 +261,7 @@ def logs(run_id: str, as_json: bool) -> None:
         start = start[11:] if start[:10] == day else start
         step_took = None if st.phase.startswith("plan:") or st.kind in ("log", "note") \
             else st.duration if st.duration is not None \
-            else _seconds(st.started_at, st.finished_at)
+            else seconds_between(st.started_at, st.finished_at)
         click.echo(f"{st.seq:>3}  {status(st.status) + ' ' * (10 - len(st.status))}  "
                    f"{start:<12}  {format_seconds(step_took):>6}  [{st.phase}]{where} {label}"
                    + (f"  exit {st.exit_code}" if st.exit_code not in (None, 0) else ""))
@@ -271,12 +271,6 @@ def logs(run_id: str, as_json: bool) -> None:
                     click.echo(f"      {stream}| {line}")
         if st.error:
             click.secho(f"      {st.error}", fg="red")
-
-
-def _seconds(start: str | None, end: str | None) -> float | None:
-    if not start or not end:
-        return None
-    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
 @click.command(cls=Command)

@@ -263,7 +263,7 @@ def test_logs_of_an_unknown_run_is_2(proj: Project) -> None:
 
 
 @pytest.mark.parametrize("args", [["frobnicate"], ["run"], ["run", "works", "--bogus"],
-                                  ["halt"], ["history", "--limit", "0"]])
+                                  ["halt", "--reason"], ["history", "--limit", "0"]])
 def test_click_usage_errors_are_2(proj: Project, args: list[str]) -> None:
     proc = proj.sd(*args)
     assert proc.returncode == 2, explain(proc)
