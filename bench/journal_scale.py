@@ -34,6 +34,7 @@ WAL mode.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -341,13 +342,14 @@ def measure(path: Path, *, repeat: int, now: datetime) -> dict[str, Any]:
     for label, fn in cases.items():
         out[label] = timed(fn, repeat)
     journal.close()
-    out["`selfdrive stats` CLI, whole process"] = timed(cli_stats(path), repeat)
+    with tempfile.TemporaryDirectory(prefix="journal-scale-cli-") as project:
+        out["`selfdrive stats` CLI, whole process"] = timed(cli_stats(path, Path(project)),
+                                                            repeat)
     return out
 
 
-def cli_stats(path: Path) -> Callable[[], Any]:
+def cli_stats(path: Path, project: Path) -> Callable[[], Any]:
     """``selfdrive stats --json`` as a user runs it: a fresh process on this journal."""
-    project = Path(tempfile.mkdtemp(prefix="journal-scale-cli-"))
     (project / "runbooks").mkdir()
     (project / "selfdrive.toml").write_text(
         f'team = "bench"\nlevel = "L4"\nentry_points = false\njournal = "{path}"\n')
@@ -358,6 +360,12 @@ def cli_stats(path: Path) -> Callable[[], Any]:
                        stdout=subprocess.DEVNULL, env={**os.environ, "SELFDRIVE_USER": "bench"})
 
     return run
+
+
+def remove_journal(path: Path) -> None:
+    """The journal and what SQLite and the write gate keep beside it."""
+    for suffix in ("", "-wal", "-shm", "-journal", ".write.lock", ".migrate.lock"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,31 +382,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     now = datetime.now(UTC)
-    tmp = None
-    if args.reuse is not None:
-        path, made = args.reuse, {}
-        now = datetime.fromisoformat(sqlite3.connect(path).execute(
-            "SELECT MAX(created_at) FROM runs").fetchone()[0]) + timedelta(minutes=1)
-    else:
-        if args.dir is not None:
-            args.dir.mkdir(parents=True, exist_ok=True)
-            base = Path(args.dir)
+    with contextlib.ExitStack() as cleanup:
+        if args.reuse is not None:
+            path, made = args.reuse, {}
+            now = datetime.fromisoformat(sqlite3.connect(path).execute(
+                "SELECT MAX(created_at) FROM runs").fetchone()[0]) + timedelta(minutes=1)
         else:
-            tmp = tempfile.TemporaryDirectory(prefix="journal-scale-")
-            base = Path(tmp.name)
-        path = base / "journal.db"
-        if path.exists():
-            sys.exit(f"{path} exists; use --reuse {path} or another --dir")
-        print(f"generating {args.runs:,} runs into {path} …", file=sys.stderr)
-        made = generate(path, runs=args.runs, days=args.days, seed=args.seed, now=now)
-        print(f"  {made}", file=sys.stderr)
-    try:
+            if args.dir is not None:
+                args.dir.mkdir(parents=True, exist_ok=True)
+                path = args.dir / "journal.db"
+                if path.exists():
+                    sys.exit(f"{path} exists; use --reuse {path} or another --dir")
+            else:
+                path = Path(cleanup.enter_context(tempfile.TemporaryDirectory(
+                    prefix="journal-scale-"))) / "journal.db"
+            if args.keep:
+                cleanup.callback(print, f"kept {path}", file=sys.stderr)
+            else:  # whatever ends the run (an error, Ctrl-C), the generated journal goes
+                cleanup.callback(remove_journal, path)
+            print(f"generating {args.runs:,} runs into {path} …", file=sys.stderr)
+            made = generate(path, runs=args.runs, days=args.days, seed=args.seed, now=now)
+            print(f"  {made}", file=sys.stderr)
         figures = measure(path, repeat=args.repeat, now=now)
-    finally:
-        if tmp is not None and not args.keep:
-            tmp.cleanup()
-        elif tmp is not None:
-            print(f"kept {path}", file=sys.stderr)
     peer = next(iter(figures.values()))["median_ms"]
     if args.json:
         print(json.dumps({"journal": str(path), "generated": made, "figures": figures},

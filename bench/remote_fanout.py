@@ -154,23 +154,23 @@ def main() -> int:
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="selfdrive-bench-sshd-"))
-    info = start_sshd(folder, args.hosts)
-    port, user = int(info["SSHD_PORT"]), info["SSHD_USER"]
-    known_hosts, key = Path(info["SSHD_KNOWN_HOSTS"]), Path(info["SSHD_CLIENT_KEY"])
-    specs = [HostSpec(f"h{i + 1}", addr, port, user, key)
-             for i, addr in enumerate(info["SSHD_ADDRESSES"].split())]
-    command = Command(masked=COMMAND, raw=COMMAND)
-    rows: dict[str, list[float]] = {}
-    sshd_procs = len(info["SSHD_PIDS"].split())
+    try:  # from here on the server and its folder are removed, even when it fails to start
+        info = start_sshd(folder, args.hosts)
+        port, user = int(info["SSHD_PORT"]), info["SSHD_USER"]
+        known_hosts, key = Path(info["SSHD_KNOWN_HOSTS"]), Path(info["SSHD_CLIENT_KEY"])
+        specs = [HostSpec(f"h{i + 1}", addr, port, user, key)
+                 for i, addr in enumerate(info["SSHD_ADDRESSES"].split())]
+        command = Command(masked=COMMAND, raw=COMMAND)
+        rows: dict[str, list[float]] = {}
+        sshd_procs = len(info["SSHD_PIDS"].split())
 
-    def record(name: str, seconds: float) -> None:
-        rows.setdefault(name, []).append(seconds)
+        def record(name: str, seconds: float) -> None:
+            rows.setdefault(name, []).append(seconds)
 
-    def check(outputs: list[str]) -> None:
-        if len(outputs) != len(specs) or any(not o.strip() for o in outputs):
-            raise SystemExit("a host returned no output")
+        def check(outputs: list[str]) -> None:
+            if len(outputs) != len(specs) or any(not o.strip() for o in outputs):
+                raise SystemExit("a host returned no output")
 
-    try:
         def one_host() -> None:
             with SshTarget(specs[0], known_hosts=known_hosts) as t:
                 r = t.run(command, 10)

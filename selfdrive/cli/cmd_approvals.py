@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import click
 
 from selfdrive.cli.cmd_runs import json_option, param_option
+from selfdrive.cli.command import Command, Group
 from selfdrive.cli.render import emit_json, short_time, status, table
 from selfdrive.cli.session import parse_params, session
 
@@ -26,7 +27,7 @@ def _changes(run_id: str, plan_hash: str | None) -> list[str]:
             if s.planned and s.plan_hash == plan_hash and s.phase.startswith("plan:")]
 
 
-@click.command()
+@click.command(cls=Command)
 @json_option
 def approvals(as_json: bool) -> None:
     """List runs waiting for a human: plan summary, age, requester, risk, approvals so far."""
@@ -48,7 +49,7 @@ def approvals(as_json: bool) -> None:
            for run, got, needed in rows])
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("run_id")
 @click.option("--reason", default=None, help="Why you approve (recorded).")
 def approve(run_id: str, reason: str | None) -> None:
@@ -66,7 +67,7 @@ def approve(run_id: str, reason: str | None) -> None:
                    f"`selfdrive resume {run.id}` runs it")
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("run_id")
 @click.option("--reason", required=True, help="Why you deny (recorded and notified).")
 def deny(run_id: str, reason: str) -> None:
@@ -79,7 +80,7 @@ def deny(run_id: str, reason: str) -> None:
     click.echo(f"run {run.id}: {status(run.status.value)} by {s.actor}: {reason}")
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("run_id")
 @param_option
 @json_option
@@ -110,7 +111,7 @@ def resume(run_id: str, params: tuple[str, ...], as_json: bool) -> None:
     raise SystemExit(result.exit_code)
 
 
-@click.group()
+@click.group(cls=Group)
 def audit() -> None:
     """Prove the journal's event chain untouched."""
 

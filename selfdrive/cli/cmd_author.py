@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from selfdrive.cli.command import Command, utf8_folder
 from selfdrive.cli.session import session
 
 NAME = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
@@ -30,7 +31,7 @@ def render_new(template: str, **values: object) -> str:
     return env.from_string(text).render(**values)
 
 
-@click.command("new")
+@click.command("new", cls=Command)
 @click.argument("name")
 @click.option("--risk", required=True, type=click.Choice(RISKS, case_sensitive=False),
               help="The runbook's risk class (policy reads it).")
@@ -43,8 +44,8 @@ def render_new(template: str, **values: object) -> str:
 def new(name: str, risk: str, ssh: bool, domain: str, directory: str | None) -> None:
     """Scaffold runbook NAME and its test (test_NAME.py, which the registry skips).
 
-    Both pass out of the box (`pytest`, `selfdrive lint`); edit the body, then the
-    test's scripted answers.
+    The test passes out of the box (`pytest`); `selfdrive lint` flags the placeholder
+    docstring until you write one. Edit the body, then the test's scripted answers.
     """
     from selfdrive.sdk.errors import UsageError
 
@@ -54,6 +55,7 @@ def new(name: str, risk: str, ssh: bool, domain: str, directory: str | None) -> 
     if not re.fullmatch(r"[a-z][a-z0-9-]*", domain):
         raise UsageError(f"--domain {domain!r}: lower-case letters, digits and '-'")
     folder = Path(directory) if directory else _runbooks_folder()
+    utf8_folder(folder, "runbooks folder")
     func = name.replace("-", "_")
     runbook_file, test_file = folder / f"{func}.py", folder / f"test_{func}.py"
     for path in (runbook_file, test_file):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from selfdrive.cli.cmd_runs import json_option
+from selfdrive.cli.command import Command
 from selfdrive.cli.render import emit_json, short_time, status, table
 from selfdrive.cli.session import session
 
@@ -46,7 +47,7 @@ def _stats_row(s: RunbookStats, label: str, fired_by: str) -> list[Any]:
             status(last.split(" ")[0]) + last[len(last.split(" ")[0]):]]
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("name", required=False)
 @since_option
 @json_option
@@ -85,7 +86,7 @@ def _evidence_words(evidence: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in evidence.items() if v is not None)
 
 
-@click.command()
+@click.command(cls=Command)
 @since_option
 @click.option("--stale-after", default="30d", show_default=True, metavar="DURATION",
               help="A runbook not run for this long is stale.")
@@ -143,7 +144,7 @@ def learn(since_text: str, stale_after: str, approvals_granted: int, slow_window
 # -- report ----------------------------------------------------------------------
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("run_id", required=False)
 @click.option("--since", "since_text", default=None, metavar="DURATION",
               help="Summarise a window instead of one run (7d for a weekly report).")

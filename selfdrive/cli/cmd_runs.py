@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from selfdrive.cli.command import Command
 from selfdrive.cli.render import (
     emit_json,
     isatty,
     short_time,
     status,
+    stdout_is_terminal,
     table,
 )
 from selfdrive.cli.session import parse_params, session
@@ -20,7 +23,7 @@ if TYPE_CHECKING:
     from selfdrive.executor.engine import RunOutcome
     from selfdrive.executor.plan import Plan
     from selfdrive.journal.records import RunRecord
-    from selfdrive.policy.decide import Decision
+    from selfdrive.policy.decide import Decision, Halt
 
 param_option = click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
                             help="A runbook parameter; repeat for more (a repeated key "
@@ -38,7 +41,9 @@ def _submit(name: str, params: tuple[str, ...], *, dry_run: bool, yes: bool,
     rb = s.registry.get(name)
     rb.validate_params(values)  # a bad parameter is reported before the journal is touched
     s.warn_problems()
-    executor = s.executor(quiet=as_json)
+    # A plan is the result: `selfdrive plan X > file` keeps what a terminal would show.
+    plan_out = dry_run and not as_json and not stdout_is_terminal()
+    executor = s.executor(quiet=as_json, stdout=plan_out)
     approver = None
     if yes:
         approver = _yes
@@ -47,7 +52,7 @@ def _submit(name: str, params: tuple[str, ...], *, dry_run: bool, yes: bool,
     if not as_json:
         click.echo(f"{'planning' if dry_run else 'running'} {rb.name} "
                    f"({rb.risk.name} risk) as {s.actor}, team level {s.config.level.name}",
-                   err=True)
+                   err=not plan_out)
     result = executor.submit(RunRequest(runbook=name, params=values, requested_by=s.actor,
                                         os_user=s.os_user, dry_run=dry_run), approver=approver)
     if as_json:
@@ -72,21 +77,21 @@ def _ask(run: RunRecord, plan: Plan, decision: Decision) -> bool:
                          err=True)
 
 
-def _print_plan(plan: Plan) -> None:
+def _print_plan(plan: Plan, *, err: bool = True) -> None:
     changes = plan.changes
     click.secho(f"\nPlan {plan.hash[:12]} — {len(changes)} change(s) on "
-                f"{', '.join(plan.targets) or 'no target'}:", bold=True, err=True)
+                f"{', '.join(plan.targets) or 'no target'}:", bold=True, err=err)
     for step in changes:
-        click.echo(f"  [{step.phase}] {step.target}: {step.command}", err=True)
+        click.echo(f"  [{step.phase}] {step.target}: {step.command}", err=err)
     for note in plan.notes:
-        click.echo(f"  note: {note}", err=True)
-    click.echo("", err=True)
+        click.echo(f"  note: {note}", err=err)
+    click.echo("", err=err)
 
 
 def _print_outcome(result: RunOutcome) -> None:
     run = result.run
-    if run.mode == "dry-run":
-        _print_plan(result.plan)
+    if run.mode == "dry-run":  # the plan is what it produced: on stdout when that is a file
+        _print_plan(result.plan, err=stdout_is_terminal())
     click.echo(f"run {run.id}: {status(run.status.value)}"
                + (f" — {result.message}" if result.message else ""))
     if run.status.value == "pending_approval":
@@ -102,7 +107,7 @@ def _outcome_json(result: RunOutcome) -> dict[str, Any]:
             "message": result.message}
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("name")
 @param_option
 @json_option
@@ -111,7 +116,7 @@ def plan(name: str, params: tuple[str, ...], as_json: bool) -> None:
     _submit(name, params, dry_run=True, yes=False, as_json=as_json)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("name")
 @param_option
 @click.option("--yes", is_flag=True, help="Approve the plan without asking (you are the approver).")
@@ -127,7 +132,7 @@ def run(name: str, params: tuple[str, ...], yes: bool, dry_run: bool, as_json: b
     _submit(name, params, dry_run=dry_run, yes=yes, as_json=as_json)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("name")
 @click.option("--alert", "alert_name", metavar="ALERT",
               help="Explain as if this alert fired the run (default: a manual request).")
@@ -166,7 +171,7 @@ def explain(name: str, alert_name: str | None, domain: str | None, as_json: bool
                f"latest: {recent}")
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("name", required=False)
 @click.option("--status", "statuses", multiple=True, help="Only runs in this status (repeatable).")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
@@ -196,7 +201,7 @@ def history(name: str | None, statuses: tuple[str, ...], limit: int, as_json: bo
             short_time(r.started_at or r.created_at), short_time(r.finished_at)] for r in runs])
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("run_id")
 @json_option
 def logs(run_id: str, as_json: bool) -> None:
@@ -213,9 +218,17 @@ def logs(run_id: str, as_json: bool) -> None:
         emit_json({"run": run.as_json(), "steps": [s.as_json() for s in steps],
                    "approvals": [a.as_json() for a in approvals]})
         return
+    from selfdrive.learning.queries import format_seconds, seconds_between
+
     click.secho(f"run {run.id}: {run.runbook}", bold=True)
     click.echo(f"status {status(run.status.value)}, mode {run.mode}, requested by "
                f"{run.requested_by} (os user {run.os_user}) at {short_time(run.created_at)}")
+    if run.started_at:
+        took = (f", took {format_seconds(seconds_between(run.started_at, run.finished_at))}"
+                if run.finished_at else "")
+        click.echo(f"started {short_time(run.started_at)}"
+                   + (f", finished {short_time(run.finished_at)}" if run.finished_at else "")
+                   + took)
     if run.params:
         click.echo("params: " + ", ".join(f"{k}={v!r}" for k, v in run.params.items()))
     for reason in run.decision.get("reasons", []):
@@ -229,6 +242,10 @@ def logs(run_id: str, as_json: bool) -> None:
     if run.error:
         click.secho(f"error: {run.error}", fg="red")
     click.echo("")
+    if steps:
+        click.secho(f"{'#':>3}  {'STATUS':<10}  {'START (UTC)':<12}  {'TOOK':>6}  STEP",
+                    bold=True)
+    day = run.created_at[:10]
     for st in steps:
         label = st.command or st.name or ""
         if st.kind == "log":
@@ -238,7 +255,15 @@ def logs(run_id: str, as_json: bool) -> None:
         elif st.kind == "check":
             label = f"{st.name}" + (f" (attempt {st.attempt})" if st.attempt else "")
         where = f" {st.target}:" if st.target else ""
-        click.echo(f"{st.seq:>3} {status(st.status):<10} [{st.phase}]{where} {label}"
+        # When each step began (with the date once it is not the request's day) and how
+        # long it took; a plan's steps ran in memory before they were recorded: no duration.
+        start = st.started_at.replace("T", " ")[:23]
+        start = start[11:] if start[:10] == day else start
+        step_took = None if st.phase.startswith("plan:") or st.kind in ("log", "note") \
+            else st.duration if st.duration is not None \
+            else seconds_between(st.started_at, st.finished_at)
+        click.echo(f"{st.seq:>3}  {status(st.status) + ' ' * (10 - len(st.status))}  "
+                   f"{start:<12}  {format_seconds(step_took):>6}  [{st.phase}]{where} {label}"
                    + (f"  exit {st.exit_code}" if st.exit_code not in (None, 0) else ""))
         if st.kind == "command" and not st.planned:
             for stream, text in (("out", st.stdout), ("err", st.stderr)):
@@ -248,24 +273,66 @@ def logs(run_id: str, as_json: bool) -> None:
             click.secho(f"      {st.error}", fg="red")
 
 
-@click.command()
-@click.option("--reason", required=True, help="Why autonomy stops (shown in every decision).")
-def halt(reason: str) -> None:
-    """Stop all autonomy: new runs need a human; autonomous runs stop before their next change."""
+@click.command(cls=Command)
+@click.option("--reason", default=None,
+              help="Why autonomy stops (shown in every decision). Without it: show why it "
+                   "is halted, if it is.")
+@json_option
+def halt(reason: str | None, as_json: bool) -> None:
+    """Stop all autonomy: new runs need a human; autonomous runs stop before their next change.
+
+    Each halt adds its reason, with who and when (two incidents, two reasons); `unhalt`
+    clears them all. Without --reason: show every reason autonomy is halted for.
+    """
     from selfdrive.executor.engine import halt as do_halt
+    from selfdrive.executor.engine import halts
 
     s = session()
-    do_halt(s.journal, by=s.actor, reason=reason, now=datetime.now(UTC))
-    click.echo(f"halted by {s.actor}: {reason}")
+    if reason is None:
+        current = halts(s.journal)
+    else:
+        if not reason.strip():
+            from selfdrive.sdk.errors import UsageError
+
+            raise UsageError("--reason is empty: say why (every decision shows it)")
+        current = do_halt(s.journal, by=s.actor, reason=reason, now=datetime.now(UTC))
+    if as_json:
+        emit_json({"halted": bool(current), "reasons": [_halt_json(h) for h in current]})
+        return
+    if reason is not None:
+        click.echo(f"halted by {s.actor}: {reason}")
+        if len(current) == 1:
+            return
+    if not current:
+        click.echo("autonomy is not halted")
+        return
+    click.echo(f"autonomy is halted for {len(current)} reason(s); `selfdrive unhalt` clears "
+               f"them all:")
+    _print_halts(current)
 
 
-@click.command()
-def unhalt() -> None:
-    """Turn the halt switch off; policy decides as before."""
+@click.command(cls=Command)
+@json_option
+def unhalt(as_json: bool) -> None:
+    """Turn the halt switch off, clearing every reason; policy decides as before."""
     from selfdrive.executor.engine import unhalt as do_unhalt
 
     s = session()
-    if do_unhalt(s.journal, by=s.actor):
-        click.echo(f"unhalted by {s.actor}")
+    cleared = do_unhalt(s.journal, by=s.actor)
+    if as_json:
+        emit_json({"unhalted_by": s.actor if cleared else None,
+                   "cleared": [_halt_json(h) for h in cleared]})
+    elif cleared:
+        click.echo(f"unhalted by {s.actor}; cleared {len(cleared)} reason(s):")
+        _print_halts(cleared)
     else:
         click.echo("autonomy was not halted")
+
+
+def _halt_json(h: Halt) -> dict[str, str]:
+    return {"by": h.by, "reason": h.reason, "since": h.since.isoformat()}
+
+
+def _print_halts(halts: Sequence[Halt]) -> None:
+    for h in halts:
+        click.echo(f"  since {short_time(h.since.isoformat())} UTC, by {h.by}: {h.reason}")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from selfdrive.cli.command import Command, Group
 from selfdrive.cli.render import emit_json, short_time, status, table
 from selfdrive.cli.session import Session, session
 
@@ -76,7 +77,7 @@ def _pairs(pairs: tuple[str, ...], option: str) -> dict[str, str]:
 # -- serve -----------------------------------------------------------------------
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--host", default=None, help="Address to listen on (default: receiver.host, "
                                            "127.0.0.1). Beyond loopback, auth is required.")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
@@ -155,7 +156,7 @@ def serve(host: str | None, port: int | None) -> None:
 # -- trigger ---------------------------------------------------------------------
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("alertname")
 @click.option("-l", "--label", "labels", multiple=True, metavar="KEY=VALUE",
               help="An alert label; repeat for more.")
@@ -224,7 +225,7 @@ def _print_claims(claims: list[dict[str, Any]]) -> None:
                    + (f" — {c['detail']}" if c.get("detail") else ""))
 
 
-@click.group(invoke_without_command=True)
+@click.group(cls=Group, invoke_without_command=True)
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100000))
 @click.option("--name", default=None, help="Only alerts with this name.")
 @json_option
@@ -300,7 +301,7 @@ def alerts_show(alert_id: int, as_json: bool) -> None:
 # -- scheduler -------------------------------------------------------------------
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--once", is_flag=True,
               help="Run what is due now and exit (for cron, systemd timers, CronJobs).")
 @click.option("--tick", type=click.FloatRange(0.05, 3600), default=15.0, show_default=True,

@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from selfdrive.cli.command import Command, Group
+
 # name -> (module, function, one-line help shown by --help without importing the module)
 _P, _R, _A = "selfdrive.cli.cmd_project", "selfdrive.cli.cmd_runs", "selfdrive.cli.cmd_approvals"
 _S = "selfdrive.cli.cmd_sense"
@@ -25,8 +27,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "explain": (_R, "explain", "Say which mode policy would choose, and why."),
     "history": (_R, "history", "List recent runs from the journal."),
     "logs": (_R, "logs", "Show one run's steps, commands and output."),
-    "halt": (_R, "halt", "Stop all autonomy: nothing runs without a human."),
-    "unhalt": (_R, "unhalt", "Turn the halt switch off."),
+    "halt": (_R, "halt", "Stop all autonomy (adds a reason); alone: why it is stopped."),
+    "unhalt": (_R, "unhalt", "Turn the halt switch off, clearing every reason."),
     "approvals": (_A, "approvals", "List runs waiting for a human."),
     "approve": (_A, "approve", "Approve a pending run's plan."),
     "deny": (_A, "deny", "Deny a pending run."),
@@ -43,7 +45,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-class LazyGroup(click.Group):
+class LazyGroup(Group):
     """click's lazy-subcommand recipe, with help text that needs no import."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -54,7 +56,8 @@ class LazyGroup(click.Group):
             return None
         module, attr, _ = COMMANDS[cmd_name]
         command = getattr(importlib.import_module(module), attr)
-        assert isinstance(command, click.Command)
+        # Built with cls=Command/Group, or it would lack --as and the text check.
+        assert isinstance(command, Command | Group), f"{module}.{attr}"
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -67,11 +70,9 @@ class LazyGroup(click.Group):
                                                "max_content_width": 100})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="Path to selfdrive.toml (default: found walking up from here).")
-@click.option("--as", "acting_as", metavar="NAME",
-              help="Who is acting (default: $SELFDRIVE_USER, else the OS user).")
 @click.version_option(package_name="selfdrive", prog_name="selfdrive")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, acting_as: str | None) -> None:
+def cli(ctx: click.Context, config_path: str | None) -> None:
     """selfdrive: runbook-as-code with bounded autonomy.
 
     Runbooks are Python functions; policy decides whether a run is planned only,
@@ -81,7 +82,7 @@ def cli(ctx: click.Context, config_path: str | None, acting_as: str | None) -> N
     Exit codes: 0 done or planned, 1 failed, 2 usage or bad input,
     3 waiting for approval, 4 precondition unmet, 5 verification failed.
     """
-    ctx.obj = {"config_path": config_path, "acting_as": acting_as}
+    ctx.ensure_object(dict)["config_path"] = config_path  # --as is there already, if given
 
 
 def main(argv: list[str] | None = None) -> Any:

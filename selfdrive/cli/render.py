@@ -54,13 +54,15 @@ def short_time(iso: str | None) -> str:
 
 
 class TerminalObserver:
-    """Prints each step as it happens, to stderr so stdout stays for results."""
+    """Prints each step as it happens, to stderr so stdout stays for results, unless
+    the steps are the result (a plan written to a file: ``stdout=True``)."""
 
     MARKS = {"ok": "✓", "planned": "·", "failed": "✗", "timed_out": "⏱", "error": "!",
              "started": "…"}
 
-    def __init__(self, *, quiet: bool = False) -> None:
+    def __init__(self, *, quiet: bool = False, stdout: bool = False) -> None:
         self.quiet = quiet
+        self.err = not stdout
 
     def step(self, event: Any) -> None:
         if self.quiet or (event.status == "started" and event.kind == "command"):
@@ -75,11 +77,11 @@ class TerminalObserver:
             suffix = click.style(f"  — {event.detail.strip().splitlines()[-1][:200]}", fg="red")
         text = event.text if event.kind != "log" else click.style(event.text, italic=True)
         click.echo(f"  {status_mark(mark, event.status)} [{event.phase}]{where} {text}{took}"
-                   f"{suffix}", err=True)
+                   f"{suffix}", err=self.err)
 
     def message(self, text: str) -> None:
         if not self.quiet:
-            click.echo(text, err=True)
+            click.echo(text, err=self.err)
 
 
 def status_mark(mark: str, state: str) -> str:
@@ -88,3 +90,7 @@ def status_mark(mark: str, state: str) -> str:
 
 def isatty() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()

@@ -59,10 +59,17 @@ class Session:
     @cached_property
     def actor(self) -> str:
         """Who is acting; refused when the team makes the OS user authoritative."""
-        declared = self._acting_as or os.environ.get("SELFDRIVE_USER")
-        if declared and declared != self.os_user and self.config.identity.os_user_authoritative:
-            from selfdrive.sdk.errors import UsageError
+        from selfdrive.sdk.errors import UsageError
 
+        declared = self._acting_as or os.environ.get("SELFDRIVE_USER")
+        if declared and not self._acting_as:  # --as was checked where it was parsed
+            from selfdrive.sdk.text import not_utf8, printable
+
+            why = not_utf8(declared)
+            if why is not None:
+                raise UsageError(f"$SELFDRIVE_USER '{printable(declared)}': {why}; set it to "
+                                 f"UTF-8 text, or use --as NAME")
+        if declared and declared != self.os_user and self.config.identity.os_user_authoritative:
             raise UsageError(f"this team makes the OS user authoritative: you are "
                              f"{self.os_user!r}, not {declared!r}; drop --as/SELFDRIVE_USER")
         return declared or self.os_user
@@ -80,12 +87,13 @@ class Session:
         return Notifier(self.config.notify.webhooks, root=self.config.root,
                         team=self.config.team, on_failure=journal_failure)
 
-    def executor(self, *, quiet: bool = False) -> Executor:
+    def executor(self, *, quiet: bool = False, stdout: bool = False) -> Executor:
         from selfdrive.cli.render import TerminalObserver
         from selfdrive.executor.engine import Executor
 
         return Executor(self.config, self.registry, self.journal,
-                        observer=TerminalObserver(quiet=quiet), notifier=self.notifier)
+                        observer=TerminalObserver(quiet=quiet, stdout=stdout),
+                        notifier=self.notifier)
 
     def warn_problems(self) -> None:
         for problem in self.registry.problems:
@@ -120,6 +128,7 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
     never appears on a command line (where the process list would show it).
     """
     from selfdrive.sdk.errors import ParameterError
+    from selfdrive.sdk.text import not_utf8
 
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -133,6 +142,9 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
                 raise ParameterError(f"-p {key}={value}: environment variable {name!r} is not "
                                      f"set")
             value = os.environ[name]
+            if not_utf8(value) is not None:  # no detail: the value may be a secret
+                raise ParameterError(f"-p {key}={ENV_PREFIX}{name}: the value of environment "
+                                     f"variable {name!r} is not valid UTF-8 text")
         if key in out:
             out[key] = [*out[key], value] if isinstance(out[key], list) else [out[key], value]
         else:

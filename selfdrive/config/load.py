@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from selfdrive.config.model import TeamConfig
 from selfdrive.sdk.errors import ConfigError
+from selfdrive.sdk.text import not_utf8, printable
 
 CONFIG_NAME = "selfdrive.toml"
 
@@ -32,6 +33,11 @@ def load_config(path: Path | None = None, *, start: Path | None = None) -> TeamC
                               f"folder above it; create one with `selfdrive init`")
         path = found
     path = path.resolve()
+    why = not_utf8(str(path))
+    if why is not None:  # every runbook's file path would fail to reach the journal
+        raise ConfigError(f"{printable(str(path))}: {why}; selfdrive records the paths of a "
+                          f"project's files in its journal, which holds text: move the "
+                          f"project to a folder whose path is UTF-8")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

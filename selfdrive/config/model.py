@@ -40,7 +40,7 @@ class _Strict(BaseModel):
 
 
 class TrackRecordRule(_Strict):
-    """What a qualifying track record is (DESIGN section 5, rule 1)."""
+    """What a qualifying track record is: autonomy at ``applies_from`` and above must be earned."""
 
     min_verified_successes: Annotated[int, Field(ge=0)] = 3
     window: Annotated[int, Field(ge=1)] = 5

@@ -1,4 +1,4 @@
-"""The ``[ssh]`` and ``[inventory]`` tables of ``selfdrive.toml`` (DESIGN section 6).
+"""The ``[ssh]`` and ``[inventory]`` tables of ``selfdrive.toml``: hosts and trust.
 
 ```toml
 [ssh]

@@ -29,7 +29,7 @@ from selfdrive.executor.pool import TargetPool
 from selfdrive.executor.redact import Redactor
 from selfdrive.executor.sinks import JournalSink, MemorySink, StepSink
 from selfdrive.journal.records import RunRecord
-from selfdrive.journal.store import HALT_FLAG, Journal
+from selfdrive.journal.store import HALT_FLAG, Journal, flag_entries
 from selfdrive.learning.records import track_record
 from selfdrive.notify.webhook import Notifier
 from selfdrive.policy.decide import (
@@ -92,7 +92,7 @@ class RunRequest:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """Where a run ended, with its plan and decision; ``exit_code`` per DESIGN section 9."""
+    """Where a run ended, with its plan and decision; ``exit_code`` as ``--help`` lists it."""
 
     run: RunRecord
     plan: Plan
@@ -135,15 +135,11 @@ class Executor:
 
     def situation(self, rb: Runbook) -> Situation:
         """What guardrails read for ``rb``: the halt switch and recent autonomous runs."""
-        flag = self.journal.get_flag(HALT_FLAG)
-        halted = None if flag is None else Halt(
-            by=flag.get("by", "?"), reason=flag.get("reason", ""),
-            since=datetime.fromisoformat(flag["since"]))
         since = (self.clock() - self.config.guardrails.rate_window).astimezone(UTC)
         since_text = since.isoformat(timespec="microseconds")
         own, total = self.journal.rate_counts(since=since_text, mode=Mode.AUTONOMOUS.value,
                                               runbook=rb.name)
-        return Situation(halt=halted, autonomous_runs_of_runbook=own,
+        return Situation(halts=halts(self.journal), autonomous_runs_of_runbook=own,
                          autonomous_runs_total=total)
 
     def decide(self, rb: Runbook, request: RunRequest, *, targets: int | None = None,
@@ -636,14 +632,28 @@ def _firing_json(firing: Firing | None) -> dict[str, Any] | None:
     return {"kind": firing.kind, "name": firing.name, "own": firing.own, "domain": firing.domain}
 
 
-def halt(journal: Journal, *, by: str, reason: str, now: datetime) -> None:
-    """Turn the halt switch on: no autonomous run starts, running ones stop at their next change."""
-    journal.set_flag(HALT_FLAG, {"by": by, "reason": reason, "since": now.isoformat()}, actor=by)
+def halts(journal: Journal) -> tuple[Halt, ...]:
+    """Every reason the halt switch is on, oldest first; empty when it is off."""
+    return tuple(_halt(e) for e in flag_entries(journal.get_flag(HALT_FLAG)))
 
 
-def unhalt(journal: Journal, *, by: str) -> bool:
-    """Turn the halt switch off; False if it was not on."""
-    if journal.get_flag(HALT_FLAG) is None:
-        return False
-    journal.set_flag(HALT_FLAG, None, actor=by)
-    return True
+def _halt(entry: dict[str, Any]) -> Halt:
+    since = entry.get("since")
+    return Halt(by=entry.get("by", "?"), reason=entry.get("reason", ""),
+                since=datetime.fromisoformat(since) if since else datetime.min.replace(tzinfo=UTC))
+
+
+def halt(journal: Journal, *, by: str, reason: str, now: datetime) -> tuple[Halt, ...]:
+    """Turn the halt switch on, or add a reason to it: no autonomous run starts, running
+    ones stop at their next change. Reasons add up (two incidents, two people); returns
+    them all."""
+    entries = journal.append_flag(HALT_FLAG, {"by": by, "reason": reason,
+                                              "since": now.isoformat()}, actor=by)
+    return tuple(_halt(e) for e in entries)
+
+
+def unhalt(journal: Journal, *, by: str) -> tuple[Halt, ...]:
+    """Turn the halt switch off, clearing every reason; returns them (empty: it was off)."""
+    if not halts(journal):
+        return ()
+    return tuple(_halt(e) for e in journal.set_flag(HALT_FLAG, None, actor=by))

@@ -39,6 +39,16 @@ _JSON_COLUMNS = frozenset({"data", "params", "decision", "firing"})
 _PLAIN = frozenset({str, int, float})
 
 
+def flag_entries(value: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A flag's entries: those ``append_flag`` keeps, or a value ``set_flag`` wrote whole
+    (as every flag was stored before flags could hold several) as its only entry."""
+    if value is None:
+        return []
+    if isinstance(value.get("entries"), list):
+        return list(value["entries"])
+    return [value]
+
+
 def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -201,7 +211,14 @@ class Journal(abc.ABC):
     def get_flag(self, name: str) -> dict[str, Any] | None: ...
 
     @abc.abstractmethod
-    def set_flag(self, name: str, value: dict[str, Any] | None, *, actor: str) -> None: ...
+    def set_flag(self, name: str, value: dict[str, Any] | None, *,
+                 actor: str) -> list[dict[str, Any]]:
+        """Set flag ``name`` to ``value`` (None: off); return the entries it replaced."""
+
+    @abc.abstractmethod
+    def append_flag(self, name: str, entry: dict[str, Any], *,
+                    actor: str) -> list[dict[str, Any]]:
+        """Add ``entry`` to flag ``name``'s entries (turning it on); return them all."""
 
     @abc.abstractmethod
     def recent_outcomes(self, runbook: str, limit: int) -> list[tuple[str, bool | None]]: ...
@@ -535,8 +552,9 @@ class SqliteJournal(Journal):
                 if halt is not None:
                     from selfdrive.sdk.errors import HaltedError
 
+                    reasons = [e.get("reason", "") for e in flag_entries(json.loads(halt[0]))]
                     raise HaltedError(f"autonomy was halted while the run was going: "
-                                      f"{json.loads(halt[0]).get('reason', '')}")
+                                      f"{'; '.join(reasons)}")
             seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE run_id = ?",
                                (run_id,)).fetchone()[0]
             values = self._encode({"run_id": run_id, "seq": seq, "phase": phase, "kind": kind,
@@ -577,15 +595,32 @@ class SqliteJournal(Journal):
         rows = self._read("SELECT value FROM flags WHERE name = ?", (name,))
         return json.loads(rows[0]["value"]) if rows else None
 
-    def set_flag(self, name: str, value: dict[str, Any] | None, *, actor: str) -> None:
+    def set_flag(self, name: str, value: dict[str, Any] | None, *,
+                 actor: str) -> list[dict[str, Any]]:
         with self._write(f"set {name}") as conn:
+            old = conn.execute("SELECT value FROM flags WHERE name = ?", (name,)).fetchone()
+            replaced = flag_entries(json.loads(old[0])) if old else []
             if value is None:
                 conn.execute("DELETE FROM flags WHERE name = ?", (name,))
-                self._append_event(conn, f"{name}.off", actor, None, {})
+                # The off event says what it cleared: the trail reads without the flags.
+                self._append_event(conn, f"{name}.off", actor, None, {"cleared": replaced})
             else:
                 conn.execute("INSERT OR REPLACE INTO flags (name, value, set_by, set_at) "
                              "VALUES (?, ?, ?, ?)", (name, canonical(value), actor, utcnow()))
                 self._append_event(conn, f"{name}.on", actor, None, value)
+        return replaced
+
+    def append_flag(self, name: str, entry: dict[str, Any], *,
+                    actor: str) -> list[dict[str, Any]]:
+        # Read and written in one transaction, so two people adding at once keep both.
+        with self._write(f"set {name}") as conn:
+            old = conn.execute("SELECT value FROM flags WHERE name = ?", (name,)).fetchone()
+            entries = [*(flag_entries(json.loads(old[0])) if old else []), entry]
+            conn.execute("INSERT OR REPLACE INTO flags (name, value, set_by, set_at) "
+                         "VALUES (?, ?, ?, ?)",
+                         (name, canonical({"entries": entries}), actor, utcnow()))
+            self._append_event(conn, f"{name}.on", actor, None, entry)
+        return entries
 
     # -- learning inputs ---------------------------------------------------------
 

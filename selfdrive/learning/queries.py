@@ -109,6 +109,13 @@ def wilson_lower_bound(successes: int, trials: int, z: float = 1.959964) -> floa
     return max(0.0, (centre - spread) / (1 + z2 / trials))
 
 
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one journal timestamp to another; None when either is missing."""
+    if not start or not end:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
 def format_seconds(seconds: float | None) -> str:
     """A duration for people: ``850ms``, ``12.3s``, ``4m05s``, ``2h03m``, ``3d04h``."""
     if seconds is None:

@@ -26,6 +26,7 @@ from selfdrive.learning.queries import (
     marks,
     read,
     read_tuples,
+    seconds_between,
 )
 from selfdrive.learning.stats import runbook_stats
 from selfdrive.registry.load import Registry
@@ -58,12 +59,6 @@ def trim(text: str | None) -> str | None:
     if len(body) > MAX_CHARS:
         body, cut = body[-MAX_CHARS:], cut or 1
     return (f"… ({cut} earlier line(s) cut)\n" if cut else "") + body
-
-
-def _seconds(start: str | None, end: str | None) -> float | None:
-    if not start or not end:
-        return None
-    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
 def _step(step: StepRecord) -> dict[str, Any]:
@@ -109,11 +104,11 @@ def run_report_data(journal: Journal, run_id: str, *,
                        "detail": detail})
     resolve = None
     if alerts and run.status.value == "succeeded" and extra["verified"] == 1:
-        resolve = _seconds(alerts[0]["received_at"], run.finished_at)
+        resolve = seconds_between(alerts[0]["received_at"], run.finished_at)
     verified = extra["verified"]
     return {
         "run": {**run.as_json(), "params": masked(run.params, secret)},
-        "duration": format_seconds(_seconds(run.started_at, run.finished_at)),
+        "duration": format_seconds(seconds_between(run.started_at, run.finished_at)),
         "code_digest": extra["code_digest"], "runbook_file": extra["runbook_file"],
         "firing": run.firing, "alerts": alerts,
         "decision": run.decision, "approvals": [a.as_json() for a in journal.approvals(run.id)],

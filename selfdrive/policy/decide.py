@@ -59,7 +59,7 @@ class TrackRecord:
 
 @dataclass(frozen=True)
 class Halt:
-    """The halt switch, as the journal holds it."""
+    """One reason the halt switch is on: who turned it on, why and when."""
 
     by: str
     reason: str
@@ -70,7 +70,7 @@ class Halt:
 class Situation:
     """The shared state guardrails read at decision time (from the journal)."""
 
-    halt: Halt | None = None
+    halts: tuple[Halt, ...] = ()  # the halt switch is on while one reason is left
     autonomous_runs_of_runbook: int = 0
     autonomous_runs_total: int = 0
 
@@ -90,12 +90,12 @@ Guardrail = Callable[[Runbook, Request, TeamConfig, Situation, datetime], str | 
 
 def halt_guardrail(runbook: Runbook, request: Request, config: TeamConfig,
                    situation: Situation, now: datetime) -> str | None:
-    """The halt switch: while on, nothing runs autonomously."""
-    halt = situation.halt
-    if halt is None:
+    """The halt switch: while on, nothing runs autonomously. Every reason is named."""
+    if not situation.halts:
         return None
-    return (f"halt switch is on (since {halt.since:%Y-%m-%d %H:%M:%S %Z}, by {halt.by}: "
-            f"{halt.reason!r})").replace(" , by", ", by")
+    reasons = "; ".join((f"since {h.since:%Y-%m-%d %H:%M:%S %Z}, by {h.by}: "
+                         f"{h.reason!r}").replace(" , by", ", by") for h in situation.halts)
+    return f"halt switch is on ({reasons})"
 
 
 def rate_limit_guardrail(runbook: Runbook, request: Request, config: TeamConfig,

@@ -1,4 +1,4 @@
-"""The default policy matrix of DESIGN section 5, one rule per level × risk cell."""
+"""The default policy matrix (the README's "Policy" table), one rule per level × risk cell."""
 
 from __future__ import annotations
 

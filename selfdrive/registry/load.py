@@ -20,6 +20,7 @@ from typing import Any
 
 from selfdrive.sdk.errors import UnknownRunbookError
 from selfdrive.sdk.runbook import Runbook
+from selfdrive.sdk.text import not_utf8, printable
 
 ENTRY_POINT_GROUP = "selfdrive.runbooks"
 SKIPPED_FILES = ("conftest.py",)
@@ -87,6 +88,11 @@ def load_registry(directories: Iterable[Path], *, entry_points: bool = True) -> 
             continue
         for path in sorted(folder.rglob("*.py")):
             if _is_test_or_private(path, folder):
+                continue
+            why = not_utf8(str(path))
+            if why is not None:  # its path could not be recorded with its runs
+                problems.append(LoadProblem(printable(str(path)),
+                                            f"file name: {why}; rename it"))
                 continue
             module, problem = _import_file(path, folder)
             if problem is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,14 +52,28 @@ class Param:
 
     @property
     def type_name(self) -> str:
-        """A readable type for `show`: constraints (``Annotated`` metadata) left out."""
-        ann = self.annotation
-        if typing.get_origin(ann) is typing.Annotated:
-            ann = typing.get_args(ann)[0]
-        if isinstance(ann, type):
-            return ann.__name__
-        return (str(ann).replace("typing.", "").replace("pydantic.types.", "")
-                .replace("pathlib.", ""))
+        """A readable type for `show`: constraints (``Annotated`` metadata, at any depth)
+        left out, as `show` lists them apart."""
+        return _type_text(self.annotation)
+
+
+def _type_text(ann: Any) -> str:
+    if ann is Ellipsis:  # tuple[int, ...]
+        return "..."
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Annotated:
+        return _type_text(args[0])
+    if origin is typing.Literal:
+        return f"Literal[{', '.join(map(repr, args))}]"
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("None" if a is type(None) else _type_text(a) for a in args)
+    if origin is not None and args:
+        name = getattr(origin, "__name__", None) or str(origin).replace("typing.", "")
+        return f"{name}[{', '.join(_type_text(a) for a in args)}]"
+    if isinstance(ann, type):
+        return ann.__name__
+    return (str(ann).replace("typing.", "").replace("pydantic.types.", "")
+            .replace("pathlib.", ""))
 
 
 class Runbook:
@@ -251,7 +266,7 @@ def runbook(*, risk: Risk, name: str | None = None, domain: str | None = None,
 
 def runbook(fn: Callable[..., Any] | None = None, /,
             **options: Any) -> Runbook | Callable[[Callable[..., Any]], Runbook]:
-    """Declare a runbook. ``risk=`` is required; see DESIGN section 2 for the options.
+    """Declare a runbook. ``risk=`` is required; the README's "Writing a runbook" lists the options.
 
     Returns a :class:`Runbook`; decorating registers nothing (the registry collects).
     """

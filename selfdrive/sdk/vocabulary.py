@@ -68,7 +68,7 @@ _MODE_RANK = {Mode.DRY_RUN: 0, Mode.APPROVAL: 1, Mode.AUTONOMOUS: 2}
 
 
 class RunState(enum.StrEnum):
-    """A run's life (DESIGN section 4). ``TRANSITIONS`` is the only legal graph."""
+    """A run's life, as the README draws it. ``TRANSITIONS`` is the only legal graph."""
 
     REQUESTED = "requested"
     DECIDED = "decided"

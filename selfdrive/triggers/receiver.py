@@ -80,7 +80,9 @@ class Credentials:
                 raise UsageError(f"receiver.{key} names the environment variable {variable}, "
                                  f"but it is not set (or empty); export it before "
                                  f"`selfdrive serve`")
-            return value.encode()
+            # The variable's own bytes, even when they are not UTF-8: compared as bytes
+            # with the raw header (or used as the HMAC key), nothing is lost or altered.
+            return value.encode("utf-8", "surrogateescape")
 
         return cls(token=read("token_env", rc.token_env),
                    basic_user=rc.basic_user.encode() if rc.basic_user else None,

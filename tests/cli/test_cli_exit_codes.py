@@ -1,4 +1,5 @@
-"""Exit codes of DESIGN section 9 and the JSON a script reads, through the real CLI.
+"""Exit codes as `selfdrive --help` lists them, and the JSON a script reads, through the
+real CLI.
 
 0 planned or succeeded, 1 failed, 2 usage or bad input, 3 pending approval,
 4 precondition unmet, 5 verification failed (also when rolled back).
@@ -262,7 +263,7 @@ def test_logs_of_an_unknown_run_is_2(proj: Project) -> None:
 
 
 @pytest.mark.parametrize("args", [["frobnicate"], ["run"], ["run", "works", "--bogus"],
-                                  ["halt"], ["history", "--limit", "0"]])
+                                  ["halt", "--reason"], ["history", "--limit", "0"]])
 def test_click_usage_errors_are_2(proj: Project, args: list[str]) -> None:
     proc = proj.sd(*args)
     assert proc.returncode == 2, explain(proc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 import time
 from pathlib import Path
 
@@ -88,3 +89,48 @@ def test_list_show_lint_and_plan_work_in_a_fresh_project(project: Project,
     changes = [c["command"] for c in as_json["plan"]["changes"]]
     assert sorted(changes) == sorted(f"rm -f -- {shlex.quote(str(p))}" for p in old)
     assert all(p.exists() for p in [*old, new])
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30,
+                          check=False)
+
+
+def test_init_makes_git_ignore_the_journal(project: Project, tmp_path: Path) -> None:
+    assert _git(project.root, "init", "-q").returncode == 0
+    proc = project.sd("init")
+    assert proc.returncode == 0, explain(proc)
+    gitignore = project.root / ".gitignore"
+    assert f"created {gitignore}" in proc.stdout
+    assert ".selfdrive/" in gitignore.read_text().splitlines()
+
+    data = tmp_path / "data"
+    data.mkdir()
+    assert project.sd("plan", "clean-old-files", "-p", f"path={data}").returncode == 0
+    assert project.journal.is_file()
+    untracked = _git(project.root, "status", "--porcelain", "--untracked-files=all").stdout
+    assert ".selfdrive" not in untracked, untracked
+    assert "selfdrive.toml" in untracked and ".gitignore" in untracked
+
+
+def test_init_appends_to_a_gitignore_and_never_clobbers_it(tmp_path: Path) -> None:
+    mine = Project(tmp_path / "mine")
+    own = b"node_modules\n# caf\xc3\xa9\n*.log"  # no newline at the end
+    (mine.root / ".gitignore").write_bytes(own)
+    proc = mine.sd("init")
+    assert proc.returncode == 0, explain(proc)
+    assert f"added .selfdrive/ to {mine.root / '.gitignore'}" in proc.stdout
+    assert (mine.root / ".gitignore").read_bytes() == own + b"\n.selfdrive/\n"
+
+    covered = Project(tmp_path / "covered")
+    already = b"build/\n/.selfdrive\n"
+    (covered.root / ".gitignore").write_bytes(already)
+    proc = covered.sd("init")
+    assert proc.returncode == 0, explain(proc)
+    assert ".gitignore" not in proc.stdout
+    assert (covered.root / ".gitignore").read_bytes() == already
+
+    # A refused init touches nothing, .gitignore included.
+    refused = covered.sd("init")
+    assert refused.returncode == 2
+    assert (covered.root / ".gitignore").read_bytes() == already

@@ -266,8 +266,9 @@ def test_halt_switch_turns_an_autonomous_run_into_an_approval(project):
     assert halt_reasons and "incident 42" in halt_reasons[0] and "bob" in halt_reasons[0]
     assert any("halt switch" in r for r in outcome.run.decision["reasons"])
 
-    assert unhalt(project.journal, by="bob") is True
-    assert unhalt(project.journal, by="bob") is False
+    assert [(h.by, h.reason) for h in unhalt(project.journal, by="bob")] == [
+        ("bob", "incident 42")]
+    assert unhalt(project.journal, by="bob") == ()
     again = project.submit("delete-file", {"target": str(victim)})
     assert again.decision.mode is Mode.AUTONOMOUS
     assert again.run.status is S.SUCCEEDED

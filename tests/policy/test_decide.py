@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,8 +78,8 @@ def reasons_text(decision: Decision) -> str:
 
 # -- every cell of the default matrix ----------------------------------------------
 
-# What DESIGN section 5 says, cell by cell, in its own words.
-DESIGN_MATRIX = {
+# What the README's policy matrix says, cell by cell, in its own words.
+DOCUMENTED_MATRIX = {
     Level.L0: ["dry-run", "dry-run", "dry-run", "dry-run", "dry-run"],
     Level.L1: ["auto", "auto-own-trigger", "approval", "approval", "dry-run"],
     Level.L2: ["auto", "auto-own-trigger", "approval", "approval", "dry-run"],
@@ -126,7 +126,7 @@ def test_the_tables_cover_every_cell() -> None:
 
 @pytest.mark.parametrize(("level", "risk"), CELLS, ids=[f"{lv.name}-{r.name}" for lv, r in CELLS])
 def test_default_matrix_is_designs(level: Level, risk: Risk) -> None:
-    assert DEFAULT_MATRIX[level][risk] is Rule(DESIGN_MATRIX[level][risk])
+    assert DEFAULT_MATRIX[level][risk] is Rule(DOCUMENTED_MATRIX[level][risk])
 
 
 @pytest.mark.parametrize(("level", "risk", "letter"), CASES,
@@ -138,14 +138,14 @@ def test_every_cell_in_every_situation(level: Level, risk: Risk, letter: str) ->
     decision = decide(cached_runbook(risk), request, cached_config(level), record, NOW)
 
     assert decision.mode is expected, reasons_text(decision)
-    assert decision.rule is Rule(DESIGN_MATRIX[level][risk])
+    assert decision.rule is Rule(DOCUMENTED_MATRIX[level][risk])
     assert decision.guardrails == ()
 
 
 @pytest.mark.parametrize(("level", "risk"), CELLS, ids=[f"{lv.name}-{r.name}" for lv, r in CELLS])
 def test_first_reason_names_level_risk_and_rule(level: Level, risk: Risk) -> None:
     decision = decide(cached_runbook(risk), by_hand(), cached_config(level), GOOD, NOW)
-    rule = Rule(DESIGN_MATRIX[level][risk])
+    rule = Rule(DOCUMENTED_MATRIX[level][risk])
     words = {
         Rule.DRY_RUN: "plan only (dry-run)",
         Rule.APPROVAL: "a human approves",
@@ -375,7 +375,7 @@ HALT_WORDS = ("halt switch is on (since 2025-03-04 05:06:07 UTC, by bob: "
 
 def test_halt_turns_autonomous_into_approval_and_names_itself() -> None:
     decision = decide(cached_runbook(Risk.LOW), by_hand(), cached_config(Level.L4), GOOD, NOW,
-                      situation=Situation(halt=HALT))
+                      situation=Situation(halts=(HALT,)))
 
     assert decision.mode is Mode.APPROVAL
     assert decision.guardrails == (HALT_WORDS,)
@@ -388,9 +388,21 @@ def test_halt_with_a_naive_time() -> None:
     halt = Halt(by="bob", reason="r", since=datetime(2025, 1, 2, 3, 4, 5))
 
     decision = decide(cached_runbook(Risk.LOW), by_hand(), cached_config(Level.L4), GOOD, NOW,
-                      situation=Situation(halt=halt))
+                      situation=Situation(halts=(halt,)))
 
     assert decision.guardrails == ("halt switch is on (since 2025-01-02 03:04:05, by bob: 'r')",)
+
+
+def test_every_reason_of_the_halt_switch_is_named() -> None:
+    later = Halt(by="carol", reason="disk array", since=NOW + timedelta(minutes=5))
+
+    decision = decide(cached_runbook(Risk.LOW), by_hand(), cached_config(Level.L4), GOOD, NOW,
+                      situation=Situation(halts=(HALT, later)))
+
+    assert decision.mode is Mode.APPROVAL
+    assert decision.guardrails == (
+        "halt switch is on (since 2025-03-04 05:06:07 UTC, by bob: 'incident 42: stop "
+        "everything'; since 2025-03-04 05:11:07 UTC, by carol: 'disk array')",)
 
 
 @pytest.mark.parametrize(("level", "risk", "mode"), [
@@ -400,7 +412,7 @@ def test_halt_with_a_naive_time() -> None:
 def test_halt_is_recorded_even_when_it_changes_nothing(level: str, risk: Risk,
                                                        mode: Mode) -> None:
     decision = decide(cached_runbook(risk), by_hand(), cached_config(level), GOOD, NOW,
-                      situation=Situation(halt=HALT))
+                      situation=Situation(halts=(HALT,)))
 
     assert decision.mode is mode
     assert decision.reasons[-1] == f"guardrail: {HALT_WORDS}"
@@ -409,7 +421,7 @@ def test_halt_is_recorded_even_when_it_changes_nothing(level: str, risk: Risk,
 
 def test_no_halt_no_guardrail() -> None:
     decision = decide(cached_runbook(Risk.LOW), by_hand(), cached_config(Level.L4), GOOD, NOW,
-                      situation=Situation(halt=None))
+                      situation=Situation(halts=()))
 
     assert decision.mode is Mode.AUTONOMOUS
     assert decision.guardrails == ()
@@ -418,7 +430,7 @@ def test_no_halt_no_guardrail() -> None:
 
 def test_halt_wins_over_a_qualifying_record_at_l5() -> None:
     decision = decide(cached_runbook(Risk.HIGH), fired(), cached_config(Level.L5), GOOD, NOW,
-                      situation=Situation(halt=HALT))
+                      situation=Situation(halts=(HALT,)))
 
     assert decision.mode is Mode.APPROVAL
     assert decision.reasons[1].startswith("track record qualifies")
@@ -447,7 +459,7 @@ def test_custom_guardrails_get_every_input_and_lower_autonomy() -> None:
 
 def test_several_guardrails_are_all_named() -> None:
     decision = decide(cached_runbook(Risk.LOW), by_hand(), cached_config(Level.L4), GOOD, NOW,
-                      situation=Situation(halt=HALT),
+                      situation=Situation(halts=(HALT,)),
                       guardrails=(*GUARDRAILS,
                                   lambda *a: "rate limit: 5 runs in the last hour"))
 
@@ -467,12 +479,12 @@ def test_dry_run_request_always_gives_dry_run(level: Level, risk: Risk) -> None:
     assert decision.mode is Mode.DRY_RUN
     assert decision.reasons[-1] == ("dry-run requested: read-only steps run, changes are only "
                                     "planned")
-    assert decision.rule is Rule(DESIGN_MATRIX[level][risk])
+    assert decision.rule is Rule(DOCUMENTED_MATRIX[level][risk])
 
 
 def test_dry_run_request_under_halt() -> None:
     decision = decide(cached_runbook(Risk.LOW), replace(by_hand(), dry_run=True),
-                      cached_config(Level.L4), GOOD, NOW, situation=Situation(halt=HALT))
+                      cached_config(Level.L4), GOOD, NOW, situation=Situation(halts=(HALT,)))
 
     assert decision.mode is Mode.DRY_RUN
     assert decision.guardrails == (HALT_WORDS,)
@@ -529,7 +541,7 @@ def test_raised_cell_still_yields_to_approval_always_and_halt() -> None:
 
     always = decide(make_runbook(Risk.LOW, approval="always"), by_hand(), config, GOOD, NOW)
     halted = decide(cached_runbook(Risk.LOW), by_hand(), config, GOOD, NOW,
-                    situation=Situation(halt=HALT))
+                    situation=Situation(halts=(HALT,)))
 
     assert always.mode is Mode.APPROVAL
     assert always.reasons[-1] == 'runbook declares approval="always"; a human approves'
@@ -570,7 +582,7 @@ def test_auto_with_record_override_checks_the_record_once() -> None:
 def test_decide_is_deterministic_and_leaves_its_inputs_alone() -> None:
     rb, config = cached_runbook(Risk.MEDIUM), cached_config(Level.L3)
     request, record = fired(), GOOD
-    situation = Situation(halt=HALT)
+    situation = Situation(halts=(HALT,))
     before = (request, record, situation, config.model_dump())
 
     first = decide(rb, request, config, record, NOW, situation=situation)
@@ -583,7 +595,7 @@ def test_decide_is_deterministic_and_leaves_its_inputs_alone() -> None:
 
 def test_reasons_are_plain_words() -> None:
     decision = decide(make_runbook(Risk.MEDIUM, approval="always"), fired(dry_run=True),
-                      cached_config(Level.L3), BAD, NOW, situation=Situation(halt=HALT))
+                      cached_config(Level.L3), BAD, NOW, situation=Situation(halts=(HALT,)))
 
     for reason in decision.reasons:
         assert isinstance(reason, str)

@@ -1,4 +1,4 @@
-"""Properties DESIGN section 5 promises, over random situations."""
+"""Properties the README's "Policy" section promises, over random situations."""
 
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ records = st.one_of(
                               max_size=8).map(tuple)),
 )
 HALT = Halt(by="bob", reason="incident", since=NOW)
+HALT2 = Halt(by="carol", reason="second incident", since=NOW)
 
 
 @st.composite
@@ -66,7 +67,7 @@ def worlds(draw: st.DrawFn) -> dict[str, Any]:
         "approval": draw(st.sampled_from(["policy", "policy", "policy", "always"])),
         "firing": draw(firings),
         "record": draw(records),
-        "halt": draw(st.sampled_from([None, None, None, HALT])),
+        "halts": draw(st.sampled_from([(), (), (), (HALT,), (HALT, HALT2)])),
         "dry_run": draw(st.sampled_from([False, False, False, True])),
     }
 
@@ -77,7 +78,7 @@ def run(level: Level, risk: Risk, world: dict[str, Any]) -> Decision:
     rb = make_runbook(risk, world["domain"], world["approval"])
     request = Request(requested_by="alice", firing=world["firing"], dry_run=world["dry_run"])
     return decide(rb, request, make_config(level), world["record"], NOW,
-                  situation=Situation(halt=world["halt"]))
+                  situation=Situation(halts=world["halts"]))
 
 
 def grid(world: dict[str, Any]) -> dict[tuple[Level, Risk], int]:
@@ -110,7 +111,7 @@ def test_raising_the_level_never_lowers_autonomy(world: dict[str, Any]) -> None:
        halt=st.builds(Halt, by=st.sampled_from(["bob", "carol"]), reason=st.text(max_size=20),
                       since=st.just(NOW)))
 def test_halt_always_wins(level: Level, risk: Risk, world: dict[str, Any], halt: Halt) -> None:
-    decision = run(level, risk, {**world, "halt": halt})
+    decision = run(level, risk, {**world, "halts": (*world["halts"], halt)})
 
     assert decision.mode is not Mode.AUTONOMOUS
     assert any("halt switch is on" in g for g in decision.guardrails)
@@ -139,7 +140,7 @@ def test_decide_is_deterministic(level: Level, risk: Risk, world: dict[str, Any]
     config = make_config.__wrapped__(level)
     request = Request(requested_by="alice", firing=world["firing"], dry_run=world["dry_run"])
     third = decide(rb, request, config, world["record"], NOW,
-                   situation=Situation(halt=world["halt"]))
+                   situation=Situation(halts=world["halts"]))
     assert (third.mode, third.reasons, third.rule, third.guardrails) == (
         first.mode, first.reasons, first.rule, first.guardrails)
 

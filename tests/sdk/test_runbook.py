@@ -752,8 +752,8 @@ def test_parse_duration_garbage(value: Any) -> None:
 
 # -- run states --------------------------------------------------------------------
 
-# The end states DESIGN section 4 draws: nothing follows them.
-DESIGN_ENDS = {RunState.PLANNED, RunState.DENIED, RunState.EXPIRED, RunState.PRECONDITION_FAILED,
+# The end states the README's run diagram draws: nothing follows them.
+DRAWN_ENDS = {RunState.PLANNED, RunState.DENIED, RunState.EXPIRED, RunState.PRECONDITION_FAILED,
                RunState.ROLLED_BACK, RunState.ROLLBACK_FAILED, RunState.SUCCEEDED,
                RunState.SKIPPED, RunState.INTERRUPTED}
 
@@ -766,7 +766,7 @@ def test_every_state_has_a_row_and_every_target_is_a_state() -> None:
 
 def test_terminal_states_have_no_exits() -> None:
     terminal = {s for s in RunState if s.terminal}
-    assert terminal >= DESIGN_ENDS
+    assert terminal >= DRAWN_ENDS
     assert RunState.RUNNING not in terminal
     for state in terminal:
         assert TRANSITIONS[state] == frozenset()

@@ -1,4 +1,5 @@
-"""`selfdrive new`: a scaffolded runbook and its test pass pytest and lint out of the box."""
+"""`selfdrive new`: a scaffolded runbook and its test pass pytest out of the box, and lint
+once the placeholder docstring is replaced."""
 
 from __future__ import annotations
 
@@ -34,6 +35,18 @@ def test_new_scaffolds_runbooks_whose_tests_and_lint_pass(tmp_path: Path) -> Non
                                              if not k.startswith("PYTEST_")})
     assert tests.returncode == 0 and "11 passed" in tests.stdout, tests.stdout + tests.stderr
 
+    # lint holds each scaffold to its TODO docstring until a real one is written.
+    lint = sd(tmp_path, "lint", "--json")
+    findings = json.loads(lint.stdout)["findings"]
+    assert lint.returncode == 1, lint
+    assert sorted(f["what"].split(":")[0] for f in findings) == ["fix-db", "peek", "restart-web"]
+    assert all("docstring is a placeholder" in f["what"] for f in findings), findings
+    for name in ("restart_web", "peek", "fix_db"):
+        path = runbooks / f"{name}.py"
+        text = path.read_text()
+        start = text.index('    """TODO: one line')
+        end = text.index("\n", start)
+        path.write_text(text[:start] + f'    """Look after {name}.' + text[end:])
     lint = sd(tmp_path, "lint")
     assert lint.returncode == 0 and "4 runbook(s) checked, 0 finding(s)" in lint.stdout, lint
     listed = json.loads(sd(tmp_path, "list", "--json").stdout)

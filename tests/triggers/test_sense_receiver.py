@@ -298,6 +298,28 @@ def test_a_named_but_unset_secret_variable_is_an_error(tmp_path: Path) -> None:
     assert "SELFDRIVE_RECEIVER_TOKEN" in proc.stderr and "not set" in proc.stderr
 
 
+def test_a_secret_variable_that_is_not_utf8_is_compared_byte_for_byte(tmp_path: Path) -> None:
+    # The variable holds the bytes b"tok-\xff"; a sender puts exactly those in its header.
+    project = Project(tmp_path / "proj", extra=AUTH)
+    project.runbook(MARK.format(marks=_marks(project)))
+    server = Server(project, env=clean_env(SELFDRIVE_RECEIVER_TOKEN="tok-\udcff",
+                                           SELFDRIVE_RECEIVER_PASSWORD=PASSWORD,
+                                           SELFDRIVE_PAGERDUTY_SECRET=PD_SECRET))
+    try:
+        url = f"{server.base}/alerts/alertmanager"
+        body = alertmanager("DiskFull", {"host": "bytes1", "severity": "page"})
+        # http.client sends header text as latin-1: "\xff" is the byte 0xff.
+        for wrong in ("Bearer tok-", "Bearer tok-\xfe", "Bearer tok-\xc3\xbf"):
+            assert request(url, body, headers={"Authorization": wrong})[0] == 401, wrong
+        status, answer = request(url, body, headers={"Authorization": "Bearer tok-\xff"})
+        assert status == 202, answer
+        server.wait_idle()
+        assert len(_runs_for(project, "bytes1")) == 1
+    finally:
+        assert server.stop() == 0, server.log
+    assert "Traceback" not in server.log
+
+
 # -- with auth ---------------------------------------------------------------------
 
 
