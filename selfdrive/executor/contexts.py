@@ -128,7 +128,10 @@ class RunContext(Context):
                 readonly: bool) -> Command:
         s = self._scope
         self._check_deadline()
-        command = render_command(cmd, {**s.params, **variables})
+        s.redact.learn(variables.values())
+        # Every secret the run knows is masked, not only SecretStr values: a runbook may
+        # pass one unwrapped (token.get_secret_value()).
+        command = render_command(cmd, {**s.params, **variables}, secrets=s.redact.secrets)
         if not readonly and s.readonly:
             raise ReadOnlyViolationError(
                 f"{s.phase} {s.hook or ''} tried a mutating command: {command}; a {s.phase} "

@@ -20,8 +20,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from pydantic import SecretStr
-
 from selfdrive.executor.contexts import RunContext, Scope
 from selfdrive.executor.observe import SilentObserver, StepEvent
 from selfdrive.executor.pool import TargetPool
@@ -385,16 +383,16 @@ class FakeContext(Context):
                                          f"only reads")
         from selfdrive.executor.ansible import playbook_name
 
-        name = playbook_name(playbook)
+        name = s.redact(playbook_name(playbook)) or ""
         specs = s.pool.hosts(hosts)
         check = s.mode is Mode.DRY_RUN and not readonly
         if not specs:
             ctx.log(f"warning: {hosts!r} matched no host; playbook {name} did not run")
             return AnsibleResult(playbook=name, rc=0, check=check)
         names = [spec.name for spec in specs]
+        s.redact.learn(extravars.values())
         self.ansible_calls.append(FakeAnsibleCall(
-            name, tuple(names), check, readonly, s.phase,
-            {k: "******" if isinstance(v, SecretStr) else v for k, v in extravars.items()}))
+            name, tuple(names), check, readonly, s.phase, s.redact.deep(dict(extravars))))
         with self._lock:
             script = next((a for a in self._ansible_scripts if a.matches(name, names, check)),
                           None)
@@ -427,11 +425,11 @@ class FakeContext(Context):
                                        diff=s.redact(script.diff) or "")
                 changes.append(change)
                 step = s.sink.begin(s.phase, "ansible-change", target=host,
-                                    command=f"ansible {name}: {task}", readonly=False,
+                                    command=f"ansible {name}: {change.task}", readonly=False,
                                     planned=check, stdout=change.diff)
                 s.sink.finish(step, "planned" if check else "changed")
                 s.observer.step(StepEvent(s.phase, "ansible-change",
-                                          "planned" if check else "ok", task, host))
+                                          "planned" if check else "ok", change.task, host))
         return AnsibleResult(playbook=name, rc=rc, check=check, changes=tuple(changes),
                              failures=failures, error=s.redact(script.error))
 

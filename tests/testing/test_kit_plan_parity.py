@@ -57,6 +57,16 @@ def store_token(ctx: Context, token: SecretStr, out: str) -> None:
     size = ctx.run("printf %s {{ token }} | wc -c", readonly=True, check=True)
     ctx.note("length", int(size.stdout))
     ctx.run("printf %s {{ token }} > {{ out }}")
+
+
+@runbook(risk=Risk.LOW, timeout="1m")
+def store_unwrapped(ctx: Context, token: SecretStr, out: str) -> None:
+    """The same, with the secret unwrapped and passed on as a plain string."""
+    plain = token.get_secret_value()
+    size = ctx.run("printf %s {{ t }} | wc -c", t=plain, readonly=True)
+    ctx.note("length", int(size.stdout))
+    ctx.log(f"storing {plain}")
+    ctx.run("printf %s {{ t }} > {{ out }}", t=plain)
 '''
 
 REMOTE = '''
@@ -123,6 +133,24 @@ def test_secrets_are_masked_alike_and_the_hash_agrees(team: Team, tmp_path: Path
     assert plan.hash == real.hash
     assert [c.command for c in plan.changes] == [f"printf %s ****** > {out}"]
     assert "s3cret" not in json.dumps(plan.as_json())
+    assert not out.exists()
+
+
+def test_an_unwrapped_secret_is_masked_alike_and_the_hash_agrees(team: Team,
+                                                                 tmp_path: Path) -> None:
+    team.write(CLEAN)
+    out = tmp_path / "token.txt"
+    real = team.plan("store-unwrapped", token="s3cret-Token", out=str(out))
+
+    fake = FakeContext()
+    fake.on("printf %s ****** | wc -c", stdout="12\n")  # the fake sees the masked face
+    plan = plan_of(team.runbook("store-unwrapped"), fake, token="s3cret-Token", out=str(out))
+
+    assert plan.hash == real.hash
+    assert [c.command for c in plan.changes] == [f"printf %s ****** > {out}"]
+    assert [s.text for s in plan.steps if s.kind == "log"] == ["storing ******"]
+    assert "s3cret" not in json.dumps(plan.as_json()) + json.dumps(real.as_json())
+    assert fake.commands() == ["printf %s ****** | wc -c"]
     assert not out.exists()
 
 
