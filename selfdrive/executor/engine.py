@@ -23,7 +23,7 @@ from typing import Any
 
 from selfdrive.config.model import TeamConfig
 from selfdrive.executor.contexts import RunContext, Scope
-from selfdrive.executor.observe import Observer, SilentObserver, StepEvent
+from selfdrive.executor.observe import Observer, SilentObserver, StepEvent, shielded
 from selfdrive.executor.plan import CheckOutcome, Plan, PlannedStep
 from selfdrive.executor.pool import TargetPool
 from selfdrive.executor.redact import Redactor
@@ -126,7 +126,7 @@ class Executor:
         self.config = config
         self.registry = registry
         self.journal = journal
-        self.observer = observer or SilentObserver()
+        self.observer = shielded(observer or SilentObserver())
         self.clock = clock
         self.target = target or LocalTarget(
             cwd=str(config.root), env=child_environ(config.executor.env_allow))
@@ -173,7 +173,8 @@ class Executor:
                                  redact=redact)
         redact = redact or Redactor.for_params(values)
         try:
-            return self._plan(rb, values, run_id, observer or SilentObserver(), pool, redact)
+            return self._plan(rb, values, run_id, shielded(observer or SilentObserver()), pool,
+                              redact)
         except UsageError as exc:
             # Printed as it is by the CLI: a message quoting a secret is masked first.
             masked = redact(str(exc)) or ""
