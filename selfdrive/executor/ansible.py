@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from selfdrive.executor.observe import StepEvent
 from selfdrive.executor.redact import bound
 from selfdrive.sdk.context import AnsibleChange, AnsibleResult
-from selfdrive.sdk.errors import ReadOnlyViolationError, UsageError
+from selfdrive.sdk.errors import CommandFailedError, ReadOnlyViolationError, UsageError
 from selfdrive.sdk.vocabulary import Mode
 
 if TYPE_CHECKING:
@@ -32,6 +32,19 @@ def playbook_name(playbook: object) -> str:
         return "inline playbook"
     raise UsageError(f"ctx.ansible() takes a playbook path or a list of plays, not "
                      f"{type(playbook).__name__}")
+
+
+def raise_if_failed(result: AnsibleResult, *, check: bool) -> AnsibleResult:
+    """``result``, or with ``check`` a :class:`CommandFailedError` when the playbook failed
+    (a host failed or was unreachable, ansible-runner erred, or the exit code was not 0).
+    Its text is already redacted."""
+    if not check or result.ok:
+        return result
+    why = (result.error or "; ".join(f"{host}: {message}" for host, message in
+                                     result.failures.items())
+           or f"exit code {result.rc}")
+    mode = " in check mode" if result.check else ""
+    raise CommandFailedError(f"ansible-playbook {result.playbook} failed{mode}: {why}")
 
 
 def run_ansible(ctx: RunContext, playbook: str | list[dict[str, Any]], *,

@@ -192,9 +192,12 @@ class FakeRunContext(RunContext):
 
     def ansible(self, playbook: str | list[dict[str, Any]], *, hosts: str | list[str],
                 extravars: Mapping[str, Any] | None = None, readonly: bool = False,
-                timeout: float | None = None) -> AnsibleResult:
-        return self._fake._ansible(self, playbook, hosts=hosts, extravars=extravars or {},
-                                   readonly=readonly)
+                timeout: float | None = None, check: bool = True) -> AnsibleResult:
+        from selfdrive.executor.ansible import raise_if_failed
+
+        return raise_if_failed(self._fake._ansible(self, playbook, hosts=hosts,
+                                                   extravars=extravars or {},
+                                                   readonly=readonly), check=check)
 
 
 def fake_config(groups: Mapping[str, Sequence[str]] | None = None) -> TeamConfig:
@@ -400,7 +403,8 @@ class FakeContext(Context):
                 script.used += 1
         if script is None:
             message = (f"no script answers ansible {name!r} on {', '.join(names)} "
-                       f"(check={check}) in {s.phase}; add fake.on_ansible({name!r}, ...)")
+                       f"({'check mode' if check else 'not in check mode'}) in {s.phase}; add "
+                       f"fake.on_ansible({name!r}, ...)")
             with self._lock:
                 self.unscripted.append(message)
             raise UnscriptedCommand(message)
@@ -473,7 +477,7 @@ class FakeContext(Context):
         return self._params
 
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
-            check: bool = False, **variables: Any) -> CommandResult:
+            check: bool = True, **variables: Any) -> CommandResult:
         return self._direct().run(cmd, readonly=readonly, timeout=timeout, check=check,
                                   **variables)
 
@@ -487,9 +491,9 @@ class FakeContext(Context):
 
     def ansible(self, playbook: str | list[dict[str, Any]], *, hosts: str | list[str],
                 extravars: Mapping[str, Any] | None = None, readonly: bool = False,
-                timeout: float | None = None) -> AnsibleResult:
+                timeout: float | None = None, check: bool = True) -> AnsibleResult:
         return self._direct().ansible(playbook, hosts=hosts, extravars=extravars,
-                                      readonly=readonly, timeout=timeout)
+                                      readonly=readonly, timeout=timeout, check=check)
 
     def log(self, message: str) -> None:
         self._direct().log(message)

@@ -28,7 +28,7 @@ def guarded(ctx: Context, ready: str, marker: str) -> None:
 
 @guarded.precondition
 def ready_file_exists(ctx: Context, ready: str) -> bool:
-    return ctx.run("test -e {{ ready }}", readonly=True).ok
+    return ctx.run("test -e {{ ready }}", readonly=True, check=False).ok
 '''
 
 
@@ -95,7 +95,7 @@ def deploy(ctx: Context, conf: str, want: str) -> None:
 
 @deploy.verify
 def serves_wanted_version(ctx: Context, conf: str, want: str) -> bool:
-    return ctx.run("grep -qx {{ want }} {{ conf }}", readonly=True).ok
+    return ctx.run("grep -qx {{ want }} {{ conf }}", readonly=True, check=False).ok
 
 @deploy.rollback
 def restore(ctx: Context, conf: str) -> None:
@@ -370,7 +370,7 @@ def test_timeout_in_a_precondition_fails_without_rolling_back(project):
         @guarded.precondition
         def healthy(ctx: Context) -> bool:
             # Quick while planning; hangs when the run is live.
-            return ctx.run("true" if ctx.dry_run else "sleep 3", readonly=True).ok
+            return ctx.run("true" if ctx.dry_run else "sleep 3", readonly=True, check=False).ok
 
         @guarded.rollback
         def restore(ctx: Context, undone: str) -> None:
