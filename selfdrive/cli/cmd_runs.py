@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,10 @@ def _ask(run: RunRecord, plan: Plan, decision: Decision) -> bool:
     for reason in decision.reasons:
         click.echo(f"  - {reason}", err=True)
     _print_plan(plan)
+    from selfdrive.cli.streams import gone
+
+    if gone(sys.stderr):  # no one saw the plan: no one can approve it (the run waits)
+        raise click.Abort
     return click.confirm(f"Approve plan {plan.hash[:12]} and run it now?", default=False,
                          err=True)
 

@@ -58,6 +58,9 @@ def _intake(s: Session, log: Any = _log, journal: SqliteJournal | None = None) -
 
 def _worker_intake(config_path: str) -> tuple[AlertIntake, Callable[[], None]]:
     """An alert worker process's own session: config, runbooks, journal connection."""
+    from selfdrive.cli.streams import guard_standard_streams
+
+    guard_standard_streams()  # a fresh interpreter: its stderr may be a closed pipe too
     s = Session({"config_path": config_path})
     return _intake(s), s.close
 

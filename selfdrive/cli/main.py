@@ -87,6 +87,9 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: map selfdrive's errors to exit codes and clean messages."""
+    from selfdrive.cli.streams import guard_standard_streams
+
+    guard_standard_streams()  # a closed pipe or terminal never changes what a run does
     try:
         return cli.main(args=argv, prog_name="selfdrive", standalone_mode=False)
     except click.exceptions.Abort:

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from selfdrive.executor.observe import StepEvent
 from selfdrive.executor.redact import bound
 from selfdrive.sdk.context import AnsibleChange, AnsibleResult
-from selfdrive.sdk.errors import ReadOnlyViolationError, UsageError
+from selfdrive.sdk.errors import CommandFailedError, ReadOnlyViolationError, UsageError
 from selfdrive.sdk.vocabulary import Mode
 
 if TYPE_CHECKING:
@@ -34,6 +34,19 @@ def playbook_name(playbook: object) -> str:
                      f"{type(playbook).__name__}")
 
 
+def raise_if_failed(result: AnsibleResult, *, check: bool) -> AnsibleResult:
+    """``result``, or with ``check`` a :class:`CommandFailedError` when the playbook failed
+    (a host failed or was unreachable, ansible-runner erred, or the exit code was not 0).
+    Its text is already redacted."""
+    if not check or result.ok:
+        return result
+    why = (result.error or "; ".join(f"{host}: {message}" for host, message in
+                                     result.failures.items())
+           or f"exit code {result.rc}")
+    mode = " in check mode" if result.check else ""
+    raise CommandFailedError(f"ansible-playbook {result.playbook} failed{mode}: {why}")
+
+
 def run_ansible(ctx: RunContext, playbook: str | list[dict[str, Any]], *,
                 hosts: str | list[str], extravars: Mapping[str, Any], readonly: bool,
                 timeout: float | None) -> AnsibleResult:
@@ -45,7 +58,7 @@ def run_ansible(ctx: RunContext, playbook: str | list[dict[str, Any]], *,
         raise ReadOnlyViolationError(f"{s.phase} {s.hook or ''} tried to run a playbook that "
                                      f"changes things; pass readonly=True if it only reads")
     config = s.pool.config
-    name = playbook_name(playbook)
+    name = s.redact(playbook_name(playbook)) or ""
     source: Path | list[dict[str, Any]]
     if isinstance(playbook, str):
         source = (config.root / playbook).resolve()
@@ -58,7 +71,7 @@ def run_ansible(ctx: RunContext, playbook: str | list[dict[str, Any]], *,
     if not specs:
         ctx.log(f"warning: {hosts!r} matched no host; playbook {name} did not run")
         return AnsibleResult(playbook=name, rc=0, check=check)
-    secrets = [v.get_secret_value() for v in extravars.values() if isinstance(v, SecretStr)]
+    s.redact.learn(extravars.values())
     plain = {k: v.get_secret_value() if isinstance(v, SecretStr) else v
              for k, v in extravars.items()}
     names = [spec.name for spec in specs]
@@ -75,7 +88,7 @@ def run_ansible(ctx: RunContext, playbook: str | list[dict[str, Any]], *,
 
     result = run_playbook(source, specs, known_hosts=config.ssh.known_hosts_path(config.root),
                           extravars=plain, check=check,
-                          secrets=[*secrets, *s.redact.secrets],
+                          secrets=s.redact.secrets,
                           timeout=min(timeout or s.command_timeout, left), on_event=on_event,
                           connect_timeout=config.ssh.connect_timeout)
     stdout, truncated = bound(s.redact(result.stdout) or "", s.output_limit)
@@ -97,13 +110,13 @@ def run_ansible(ctx: RunContext, playbook: str | list[dict[str, Any]], *,
                                                     host_order.get(c.host, len(host_order))))
     for change in ordered:
         diff = s.redact(change.diff) or ""
-        changes.append(AnsibleChange(host=change.host, task=s.redact(change.task) or "",
-                                     diff=diff))
+        task = s.redact(change.task) or ""
+        changes.append(AnsibleChange(host=change.host, task=task, diff=diff))
         step = s.sink.begin(s.phase, "ansible-change", target=change.host,
-                            command=f"ansible {name}: {change.task}", readonly=False,
+                            command=f"ansible {name}: {task}", readonly=False,
                             planned=check, stdout=bound(diff, s.output_limit)[0])
         s.sink.finish(step, "planned" if check else "changed")
         s.observer.step(StepEvent(s.phase, "ansible-change", "planned" if check else "ok",
-                                  f"{change.task}", change.host))
+                                  task, change.host))
     return AnsibleResult(playbook=name, rc=result.rc, check=check, changes=tuple(changes),
                          failures=failures, error=s.redact(result.error))

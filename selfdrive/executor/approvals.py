@@ -146,7 +146,7 @@ def resume(executor: Executor, run_id: str, *, actor: str,
         return RunOutcome(run=record, plan=_empty_plan(rb.name, run), decision=decision,
                           exit_code=3, message=why)
 
-    plan = executor.plan(rb, values, run_id=run.id)
+    plan = executor.plan(rb, values, run_id=run.id, redact=redact)
     if plan.hash != run.plan_hash:
         why = (f"the plan changed since it was approved ({(run.plan_hash or '')[:12]} → "
                f"{plan.hash[:12]}); it needs approving again")

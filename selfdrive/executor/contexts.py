@@ -96,7 +96,7 @@ class RunContext(Context):
         return left
 
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
-            check: bool = False, **variables: Any) -> CommandResult:
+            check: bool = True, **variables: Any) -> CommandResult:
         command = self._render(cmd, variables, readonly=readonly)
         return self._command(self._scope.pool.local, command, readonly=readonly,
                              timeout=timeout, check=check, idempotent=False)
@@ -116,11 +116,12 @@ class RunContext(Context):
 
     def ansible(self, playbook: str | list[dict[str, Any]], *, hosts: str | list[str],
                 extravars: Mapping[str, Any] | None = None, readonly: bool = False,
-                timeout: float | None = None) -> AnsibleResult:
-        from selfdrive.executor.ansible import run_ansible
+                timeout: float | None = None, check: bool = True) -> AnsibleResult:
+        from selfdrive.executor.ansible import raise_if_failed, run_ansible
 
-        return run_ansible(self, playbook, hosts=hosts, extravars=extravars or {},
-                           readonly=readonly, timeout=timeout)
+        return raise_if_failed(run_ansible(self, playbook, hosts=hosts,
+                                           extravars=extravars or {}, readonly=readonly,
+                                           timeout=timeout), check=check)
 
     # -- shared by every kind of command -------------------------------------------
 
@@ -128,7 +129,10 @@ class RunContext(Context):
                 readonly: bool) -> Command:
         s = self._scope
         self._check_deadline()
-        command = render_command(cmd, {**s.params, **variables})
+        s.redact.learn(variables.values())
+        # Every secret the run knows is masked, not only SecretStr values: a runbook may
+        # pass one unwrapped (token.get_secret_value()).
+        command = render_command(cmd, {**s.params, **variables}, secrets=s.redact.secrets)
         if not readonly and s.readonly:
             raise ReadOnlyViolationError(
                 f"{s.phase} {s.hook or ''} tried a mutating command: {command}; a {s.phase} "
@@ -165,8 +169,8 @@ class RunContext(Context):
         if result.timed_out and self.remaining() <= 0:
             raise RunTimeoutError(f"the runbook's timeout passed while running: {command}")
         if check and not result.ok:
-            why = result.error or f"exit code {result.exit_code}"
-            raise CommandFailedError(f"{command} failed on {target.name}: {s.redact(why)}")
+            raise CommandFailedError(f"{command} failed on {target.name}: "
+                                     f"{s.redact(failure_reason(result))}")
         return result
 
     def begin(self, target: str, command: Command, *, readonly: bool,
@@ -209,6 +213,12 @@ class RunContext(Context):
         s.observer.step(StepEvent(s.phase, "note", "ok", f"{key} = {data!r}"))
 
 
+def failure_reason(result: CommandResult) -> str:
+    """Why a command failed, in a few words: its error (never started, timed out, dropped)
+    or its exit code."""
+    return result.error or ("timed out" if result.timed_out else f"exit code {result.exit_code}")
+
+
 def step_status(result: CommandResult) -> str:
     """ok, failed (it ran and said no), error (it never started) or unknown (it may have
     run: timed out, or the connection dropped after it was sent)."""
@@ -233,7 +243,7 @@ class _Remote(RemoteHost):
         return self._spec.name
 
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
-            check: bool = False, idempotent: bool = False, **variables: Any) -> CommandResult:
+            check: bool = True, idempotent: bool = False, **variables: Any) -> CommandResult:
         ctx = self._ctx
         command = ctx._render(cmd, variables, readonly=readonly)
         if not readonly and ctx.mode is Mode.DRY_RUN:
@@ -257,7 +267,7 @@ class _Group(HostGroup):
         return tuple(spec.name for spec in self._specs)
 
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
-            **variables: Any) -> HostsResult:
+            check: bool = True, **variables: Any) -> HostsResult:
         from selfdrive.targets.fanout import fan_out
 
         ctx, s = self._ctx, self._ctx._scope
@@ -288,7 +298,16 @@ class _Group(HostGroup):
             ctx.log(f"fan-out stopped after {len(fan.failed)} failure(s) (max_errors "
                     f"{self._max_errors}): {len(fan.skipped)} host(s) not started: "
                     f"{', '.join(fan.skipped)}")
-        return HostsResult(results=fan.results, skipped=tuple(fan.skipped))
+        result = HostsResult(results=fan.results, skipped=tuple(fan.skipped))
+        if check and not result.ok:
+            failed = ", ".join(f"{host} ({failure_reason(result[host])})"
+                               for host in result.failed)
+            skipped = (f"; not started: {', '.join(result.skipped)} (max_errors "
+                       f"{self._max_errors})" if result.skipped else "")
+            raise CommandFailedError(s.redact(
+                f"{command} failed on {len(result.failed)} of {len(self._specs)} host(s): "
+                f"{failed or 'none'}{skipped}") or "")
+        return result
 
 
 class _Progress:

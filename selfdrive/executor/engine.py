@@ -23,7 +23,7 @@ from typing import Any
 
 from selfdrive.config.model import TeamConfig
 from selfdrive.executor.contexts import RunContext, Scope
-from selfdrive.executor.observe import Observer, SilentObserver, StepEvent
+from selfdrive.executor.observe import Observer, SilentObserver, StepEvent, shielded
 from selfdrive.executor.plan import CheckOutcome, Plan, PlannedStep
 from selfdrive.executor.pool import TargetPool
 from selfdrive.executor.redact import Redactor
@@ -126,7 +126,7 @@ class Executor:
         self.config = config
         self.registry = registry
         self.journal = journal
-        self.observer = observer or SilentObserver()
+        self.observer = shielded(observer or SilentObserver())
         self.clock = clock
         self.target = target or LocalTarget(
             cwd=str(config.root), env=child_environ(config.executor.env_allow))
@@ -155,18 +155,38 @@ class Executor:
     # -- planning ----------------------------------------------------------------
 
     def plan(self, rb: Runbook, values: Mapping[str, Any], *, run_id: str = "plan",
-             observer: Observer | None = None, pool: TargetPool | None = None) -> Plan:
+             observer: Observer | None = None, pool: TargetPool | None = None,
+             redact: Redactor | None = None) -> Plan:
         """Compute the plan: read-only steps run for real, changes are recorded.
 
         Raises :class:`UsageError` for mistakes in the runbook's templates or use; other
-        errors from the runbook's code come back as a plan note and re-raise.
+        errors from the runbook's code come back as a plan note and re-raise. ``redact``
+        is the run's redactor, when the plan belongs to a run.
         """
         if pool is None:
             with self.pool() as own:
-                return self.plan(rb, values, run_id=run_id, observer=observer, pool=own)
+                return self.plan(rb, values, run_id=run_id, observer=observer, pool=own,
+                                 redact=redact)
+        redact = redact or Redactor.for_params(values)
+        try:
+            return self._plan(rb, values, run_id, shielded(observer or SilentObserver()), pool,
+                              redact)
+        except UsageError as exc:
+            # Printed as it is by the CLI: a message quoting a secret is masked first.
+            masked = redact(str(exc)) or ""
+            if masked == str(exc):
+                raise
+            try:
+                clean = type(exc)(masked)
+            except TypeError:  # an error class with its own arguments
+                clean = UsageError(masked)
+            raise clean from None
+
+    def _plan(self, rb: Runbook, values: Mapping[str, Any], run_id: str, observer: Observer,
+              pool: TargetPool, redact: Redactor) -> Plan:
         sink = MemorySink()
-        observer = observer or SilentObserver()
-        ctx = self._context(run_id, Mode.DRY_RUN, values, sink, rb, pool, observer=observer)
+        ctx = self._context(run_id, Mode.DRY_RUN, values, sink, rb, pool, redact,
+                            observer=observer)
         checks: list[CheckOutcome] = []
         notes: list[str] = []
         for hook in rb.preconditions:
@@ -186,7 +206,6 @@ class Executor:
                                  f"{type(exc).__name__}: {exc}")
         else:
             notes.append("preconditions unmet: a run would stop here, before any change")
-        redact = Redactor.for_params(values)
         steps = tuple(_planned(s, redact) for s in sink.steps)
         return Plan(runbook=rb.name, code_digest=code_digest(rb),
                     params=rb.masked_params(values), steps=steps, preconditions=tuple(checks),
@@ -218,7 +237,7 @@ class Executor:
         plan_error: BaseException | None = None
         try:
             # Planning is shown step by step only when the plan is what was asked for.
-            plan = self.plan(rb, values, run_id=run_id, pool=pool,
+            plan = self.plan(rb, values, run_id=run_id, pool=pool, redact=redact,
                              observer=self.observer if request.dry_run else SilentObserver())
         except UsageError:
             raise
@@ -425,7 +444,7 @@ class Executor:
                  pool: TargetPool) -> tuple[int, str, RunRecord]:
         """The live run, claimed: preconditions, body, verifications, rollback."""
         ctx = self._context(run_id, Mode.AUTONOMOUS if sink.fence_halt else Mode.APPROVAL,
-                            values, sink, rb, pool)
+                            values, sink, rb, pool, redact)
         body_started = False
         try:
             for hook in rb.preconditions:
@@ -573,11 +592,12 @@ class Executor:
     # -- plumbing ----------------------------------------------------------------
 
     def _context(self, run_id: str, mode: Mode, values: Mapping[str, Any], sink: StepSink,
-                 rb: Runbook, pool: TargetPool, observer: Observer | None = None) -> RunContext:
+                 rb: Runbook, pool: TargetPool, redact: Redactor,
+                 observer: Observer | None = None) -> RunContext:
         ex = self.config.executor
         return RunContext(Scope(
             run_id=run_id, mode=mode, params=values, sink=sink, pool=pool,
-            redact=Redactor.for_params(values), observer=observer or self.observer,
+            redact=redact, observer=observer or self.observer,
             deadline=time.monotonic() + rb.timeout.total_seconds(),
             output_limit=ex.output_limit, command_timeout=ex.command_timeout))
 

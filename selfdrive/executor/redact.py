@@ -7,15 +7,18 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from selfdrive.sdk.command import MASK
+from selfdrive.sdk.command import MASK, known_secrets, mask_secrets, secret_values
 
 
 class Redactor:
-    """Replaces every known secret value in text with the mask."""
+    """Replaces every known secret value in text with the mask.
+
+    One redactor serves a whole run (plan, body, hooks, error messages), so a secret it
+    learns on the way (a ``SecretStr`` handed to one command) is masked everywhere after.
+    """
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        # Longest first, so a secret that contains another is masked whole.
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._secrets = known_secrets(secrets)
 
     @property
     def secrets(self) -> list[str]:
@@ -23,36 +26,35 @@ class Redactor:
 
     @classmethod
     def for_params(cls, values: Mapping[str, Any]) -> Redactor:
-        return cls(_secret_values(values.values()))
+        return cls(secret_values(values.values()))
+
+    def learn(self, values: Iterable[Any]) -> None:
+        """Know the ``SecretStr`` among ``values`` too (e.g. a command's own variables)."""
+        found = secret_values(values)
+        if found and not set(found) <= set(self._secrets):
+            # One assignment: threads of a fan-out read the tuple, never a half-built one.
+            self._secrets = known_secrets([*self._secrets, *found])
 
     def __call__(self, text: str | None) -> str | None:
         if text is None or not self._secrets:
             return text
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        return text
+        return mask_secrets(text, self._secrets)
 
     def deep(self, value: Any) -> Any:
-        """Redact strings inside JSON-like data."""
+        """Redact strings inside JSON-like data; anything else is stored as its text
+        (as the journal would store it), so it is redacted as text."""
         if isinstance(value, str):
             return self(value)
         if isinstance(value, SecretStr):
             return MASK
+        if value is None or isinstance(value, bool | int | float):
+            return value
         if isinstance(value, Mapping):
-            return {k: self.deep(v) for k, v in value.items()}
+            return {self.deep(k) if isinstance(k, str) else k: self.deep(v)
+                    for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self.deep(v) for v in value]
-        return value
-
-
-def _secret_values(values: Iterable[Any]) -> list[str]:
-    out: list[str] = []
-    for value in values:
-        if isinstance(value, SecretStr):
-            out.append(value.get_secret_value())
-        elif isinstance(value, list | tuple):
-            out.extend(_secret_values(value))
-    return out
+        return self(str(value))
 
 
 def bound(text: str, limit: int) -> tuple[str, bool]:

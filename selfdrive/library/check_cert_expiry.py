@@ -91,7 +91,7 @@ def _valid_for(on: Runner, source: str, server_name: str | None, endpoint: str |
                days: int) -> bool:
     # -checkend N: exit 0 when the certificate is still valid N seconds from now.
     return on.run(source + " -noout -checkend {{ seconds }}", seconds=days * DAY,
-                  sni=_sni(server_name, endpoint), readonly=True).ok
+                  sni=_sni(server_name, endpoint), readonly=True, check=False).ok
 
 
 @check_cert_expiry.precondition
@@ -100,7 +100,7 @@ def the_certificate_is_readable(ctx: Context, cert_file: str | None, endpoint: s
     """openssl can read the certificate (a missing file or a closed port stops here)."""
     source = _source(cert_file, endpoint)
     return where(ctx, host).run(source + " -noout -subject", sni=_sni(server_name, endpoint),
-                                readonly=True).ok
+                                readonly=True, check=False).ok
 
 
 @check_cert_expiry.verify
@@ -120,10 +120,11 @@ def restore_the_previous_certificate(ctx: Context, cert_file: str | None,
         return
     on = where(ctx, host)
     saved = f"{cert_file}.selfdrive-prev"
-    if not on.run("test -f {{ saved }}", saved=saved, readonly=True).ok:
+    if not on.run("test -f {{ saved }}", saved=saved, readonly=True, check=False).ok:
         ctx.log("no saved certificate: the renewal never started")
         return
-    current = on.run("openssl x509 -in {{ cert_file }} -noout -enddate", readonly=True)
+    current = on.run("openssl x509 -in {{ cert_file }} -noout -enddate", readonly=True,
+                     check=False)
     previous = on.run("openssl x509 -in {{ saved }} -noout -enddate", saved=saved,
                       readonly=True, check=True)
     if current.ok and _parse(current.stdout) >= _parse(previous.stdout):

@@ -66,7 +66,8 @@ def the_folder_is_safe_to_clean(ctx: Context, path: str, host: str | None) -> bo
     """An existing directory (not a symlink to one) that is not a system folder."""
     if is_protected(path) or normalised(path) != path:
         raise ValueError(f"refusing to clean {path!r}: a system folder or not normalised")
-    return where(ctx, host).run("test -d {{ path }} && test ! -L {{ path }}", readonly=True).ok
+    return where(ctx, host).run("test -d {{ path }} && test ! -L {{ path }}", readonly=True,
+                                check=False).ok
 
 
 @free_disk_space.precondition
@@ -85,5 +86,5 @@ def the_disk_is_under_pressure(ctx: Context, path: str, host: str | None,
 @free_disk_space.verify
 def no_matching_old_file_is_left(ctx: Context, path: str, patterns: list[str],
                                  older_than_days: int, host: str | None) -> bool:
-    left = where(ctx, host).run(FIND + " -print -quit", readonly=True)
+    left = where(ctx, host).run(FIND + " -print -quit", readonly=True, check=False)
     return left.ok and not left.stdout.strip()

@@ -54,9 +54,10 @@ def the_candidate_is_valid(ctx: Context, config_path: str, new_config: str,
     if is_protected(config_path) or config_path == new_config:
         raise ValueError("config_path must be a file, other than new_config")
     on = where(ctx, host)
-    if not on.run("test -f {{ config_path }} && test -f {{ new_config }}", readonly=True).ok:
+    if not on.run("test -f {{ config_path }} && test -f {{ new_config }}", readonly=True,
+                  check=False).ok:
         raise ValueError(f"{config_path} or {new_config} is not a file")
-    return on.run(SCRIPT, script=validate_command, arg=new_config, readonly=True).ok
+    return on.run(SCRIPT, script=validate_command, arg=new_config, readonly=True, check=False).ok
 
 
 @reload_nginx_config.verify(attempts=5, interval="1s")
@@ -64,15 +65,15 @@ def the_new_config_serves(ctx: Context, config_path: str, new_config: str,
                           validate_command: str, health_url: str | None,
                           health_command: str | None, host: str | None) -> bool:
     on = where(ctx, host)
-    if not on.run("cmp -s -- {{ config_path }} {{ new_config }}", readonly=True).ok:
+    if not on.run("cmp -s -- {{ config_path }} {{ new_config }}", readonly=True, check=False).ok:
         return False
-    if not on.run(SCRIPT, script=validate_command, arg=config_path, readonly=True).ok:
+    if not on.run(SCRIPT, script=validate_command, arg=config_path, readonly=True, check=False).ok:
         return False
     if health_url is not None and not on.run(
-            "curl -fsS -o /dev/null --max-time 5 {{ health_url }}", readonly=True).ok:
+            "curl -fsS -o /dev/null --max-time 5 {{ health_url }}", readonly=True, check=False).ok:
         return False
     return health_command is None or on.run(SCRIPT, script=health_command, arg=config_path,
-                                            readonly=True).ok
+                                            readonly=True, check=False).ok
 
 
 @reload_nginx_config.rollback
@@ -82,7 +83,7 @@ def put_the_old_config_back(ctx: Context, config_path: str, new_config: str,
     on = where(ctx, host)
     saved = f"{config_path}.selfdrive-prev"
     installed = on.run("cmp -s -- {{ config_path }} {{ new_config }} && test -f {{ saved }}",
-                       saved=saved, readonly=True)
+                       saved=saved, readonly=True, check=False)
     if not installed.ok and not ctx.dry_run:
         ctx.log("the candidate is not in place: nothing to restore")
         return

@@ -46,7 +46,7 @@ def restart_service(ctx: Context, service: ServiceName, host: HostName | None = 
     """
     on = where(ctx, host)
     if pidfile is not None:
-        before = on.run("cat -- {{ pidfile }}", readonly=True)
+        before = on.run("cat -- {{ pidfile }}", readonly=True, check=False)
         ctx.note("pid_before", before.stdout.strip() if before.ok else None)
     on.run(SCRIPT, script=restart_command or SYSTEMD_RESTART, arg=service, check=True)
 
@@ -57,7 +57,8 @@ def the_service_is_known(ctx: Context, service: str, host: str | None,
                          health_url: str | None, pidfile: str | None) -> bool:
     """systemd knows the unit; a custom restart comes with a way to check health."""
     if restart_command is None:
-        return where(ctx, host).run("systemctl cat -- {{ service }}", readonly=True).ok
+        return where(ctx, host).run("systemctl cat -- {{ service }}", readonly=True,
+                                    check=False).ok
     if health_command is None and health_url is None and pidfile is None:
         raise ValueError("with restart_command, give health_url, health_command or pidfile: "
                          "otherwise nothing could verify the restart")
@@ -73,16 +74,16 @@ def the_service_answers(ctx: Context, service: str, host: str | None,
     lives, the URL answers, the health command exits 0."""
     on = where(ctx, host)
     if restart_command is None and not on.run(SCRIPT, script=SYSTEMD_ACTIVE, arg=service,
-                                              readonly=True).ok:
+                                              readonly=True, check=False).ok:
         return False
     if pidfile is not None and not on.run('kill -0 "$(cat -- {{ pidfile }})"',
-                                           readonly=True).ok:
+                                           readonly=True, check=False).ok:
         return False
     if health_url is not None and not on.run(
             "curl -fsS -o /dev/null --max-time {{ health_timeout }} {{ health_url }}",
-            readonly=True).ok:
+            readonly=True, check=False).ok:
         return False
     if health_command is not None:
         return on.run(SCRIPT, script=health_command, arg=service, readonly=True,
-                      timeout=health_timeout).ok
+                      timeout=health_timeout, check=False).ok
     return True

@@ -68,7 +68,7 @@ def rollout_config_line(ctx: Context, group: GroupName, path: FilePath, line: Li
                           check=True)
     extravars = {"sd_path": path, "sd_line": line, "sd_regexp": regexp or ""}
     play = _play(regexp)
-    first = ctx.ansible(play, hosts=canaries, extravars=extravars)
+    first = ctx.ansible(play, hosts=canaries, extravars=extravars, check=False)
     if not first.ok:
         raise RuntimeError(f"canary {', '.join(canaries)} failed: {_why(first, canaries)}; "
                            f"{len(rest)} other host(s) not touched")
@@ -79,7 +79,7 @@ def rollout_config_line(ctx: Context, group: GroupName, path: FilePath, line: Li
     failed: list[str] = []
     for start in range(0, len(rest), batch_size):
         batch = rest[start:start + batch_size]
-        result = ctx.ansible(play, hosts=batch, extravars=extravars)
+        result = ctx.ansible(play, hosts=batch, extravars=extravars, check=False)
         failed += [h for h in batch if h in result.failures or result.error is not None]
         if len(failed) >= max_errors:
             left = rest[start + batch_size:]
@@ -105,7 +105,7 @@ def the_group_has_hosts(ctx: Context, group: str) -> bool:
 @rollout_config_line.verify
 def every_host_has_the_line(ctx: Context, group: str, path: str, line: str) -> bool:
     return all(ctx.ssh(host).run("grep -Fxq -- {{ line }} {{ file }}", file=_file(path, host),
-                                 readonly=True).ok
+                                 readonly=True, check=False).ok
                for host in ctx.hosts(group).names)
 
 

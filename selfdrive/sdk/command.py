@@ -5,13 +5,17 @@ errors, and every interpolated value is shell-quoted unless the author wraps it 
 :func:`safe` (or the ``| safe`` filter). The template is rendered twice: once with
 secret values for the wire, once with masks for logs, plans and the journal, so the
 masked face can never contain a secret, whatever filters the template applies.
+
+A secret is known by its value, not only by its type: a runbook that unwraps a
+``SecretStr`` (``token.get_secret_value()``) and passes the plain string still gets
+it masked, because every value of the run's secrets is masked wherever it appears.
 """
 
 from __future__ import annotations
 
 import functools
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -138,41 +142,86 @@ def _compile(template: str) -> Template:
                             f"(line {exc.lineno})") from None
 
 
-def render_command(template: str | Command, variables: Mapping[str, Any]) -> Command:
+def render_command(template: str | Command, variables: Mapping[str, Any], *,
+                   secrets: Iterable[str] = ()) -> Command:
     """Render ``template`` with ``variables`` into a :class:`Command`.
 
     ``SecretStr`` values are unwrapped on the raw face and replaced by a mask on the
-    masked face.
+    masked face. Their values, and ``secrets`` (every secret the run knows), are also
+    masked wherever they appear on the masked face and in error messages: in a plain
+    string variable, in the template text itself, in a given :class:`Command`.
     """
+    known = known_secrets([*secret_values(variables.values()), *secrets])
     if isinstance(template, Command):
-        return template
+        masked_face = mask_secrets(template.masked, known)
+        return template if masked_face == template.masked else \
+            Command(masked=masked_face, raw=template.raw)
     if not isinstance(template, str):
         raise TemplateError(f"a command must be a string template, not {type(template).__name__}")
     if len(template) > MAX_TEMPLATE_CHARS:
         raise TemplateError(f"command template longer than {MAX_TEMPLATE_CHARS} characters")
-    compiled = _compile(template)
-    raw_vars = {k: _unwrap(v, reveal=True) for k, v in variables.items()}
-    masked_vars = {k: _unwrap(v, reveal=False) for k, v in variables.items()}
-    # Masked face first: an error message quotes values (e.g. a missing dict key), and
-    # only the masked face may be quoted.
-    masked = _render(compiled, template, masked_vars)
+    try:
+        compiled = _compile(template)
+        raw_vars = {k: _unwrap(v, reveal=True) for k, v in variables.items()}
+        masked_vars = {k: _mask(v, known) for k, v in variables.items()}
+        # Masked face first: an error message quotes values (e.g. a missing dict key), and
+        # only the masked face may be quoted.
+        masked = mask_secrets(_render(compiled, template, masked_vars), known)
+    except TemplateError as exc:  # the message quotes the template, which may hold one
+        raise TemplateError(mask_secrets(str(exc), known)) from None
     raw: str | None
     try:
         raw = _render(compiled, template, raw_vars)
     except TemplateError:
-        if not any(_has_secret(v) for v in variables.values()):
+        if not known:
             raise
         raw = None
     if raw is None:
-        raise TemplateError(f"template {template!r} failed to render with the secret values "
-                            f"(details withheld so that no secret leaks)")
+        raise TemplateError(f"template {mask_secrets(repr(template), known)} failed to render "
+                            f"with the secret values (details withheld so that no secret "
+                            f"leaks)")
     return Command(masked=masked, raw=raw)
 
 
-def _has_secret(value: Any) -> bool:
+def secret_values(values: Iterable[Any]) -> list[str]:
+    """The plain values of the ``SecretStr`` among ``values`` (and inside lists of them)."""
+    out: list[str] = []
+    for value in values:
+        if isinstance(value, SecretStr):
+            out.append(value.get_secret_value())
+        elif isinstance(value, list | tuple):
+            out.extend(secret_values(value))
+    return out
+
+
+def known_secrets(values: Iterable[str]) -> tuple[str, ...]:
+    """Distinct non-empty secrets, longest first, so a secret containing another is
+    masked whole."""
+    return tuple(sorted({v for v in values if v}, key=len, reverse=True))
+
+
+def mask_secrets(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every occurrence of each of ``secrets`` (longest first) masked."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _mask(value: Any, known: Sequence[str]) -> Any:
+    """A variable as the masked face sees it: secrets masked before quoting and filters,
+    so that no filter (``upper``, ``reverse``) can turn a secret into unmaskable text."""
+    if isinstance(value, SecretStr) or (isinstance(value, str) and value in known):
+        return Safe(MASK)
+    if isinstance(value, Safe):
+        return Safe(mask_secrets(value, known))
+    if isinstance(value, str):
+        return mask_secrets(value, known)
     if isinstance(value, list | tuple):
-        return any(_has_secret(v) for v in value)
-    return isinstance(value, SecretStr)
+        return [_mask(v, known) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _mask(v, known) for k, v in value.items()}
+    return value
 
 
 def _unwrap(value: Any, *, reveal: bool) -> Any:

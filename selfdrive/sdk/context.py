@@ -97,11 +97,13 @@ class RemoteHost(abc.ABC):
 
     @abc.abstractmethod
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
-            check: bool = False, idempotent: bool = False, **variables: Any) -> CommandResult:
+            check: bool = True, idempotent: bool = False, **variables: Any) -> CommandResult:
         """Run a command on the host, as :meth:`Context.run` does locally.
 
         A command whose outcome is unknown (it timed out, or the connection dropped
-        after it was sent) is retried once only when ``idempotent=True``.
+        after it was sent) is retried once only when ``idempotent=True``. A command
+        that failed, or never started (host key unknown, connection refused), raises
+        :class:`~selfdrive.sdk.errors.CommandFailedError` unless ``check=False``.
         """
 
 
@@ -115,9 +117,14 @@ class HostGroup(abc.ABC):
 
     @abc.abstractmethod
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
-            **variables: Any) -> HostsResult:
+            check: bool = True, **variables: Any) -> HostsResult:
         """Run on every host, at most ``max_concurrency`` at once; once ``max_errors``
-        hosts have failed, no new host starts."""
+        hosts have failed, no new host starts.
+
+        When any host failed or was not started, raises
+        :class:`~selfdrive.sdk.errors.CommandFailedError` naming them, unless
+        ``check=False`` (then read ``.failed`` and ``.skipped``).
+        """
 
 
 class Context(abc.ABC):
@@ -149,14 +156,18 @@ class Context(abc.ABC):
 
     @abc.abstractmethod
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
-            check: bool = False, **variables: Any) -> CommandResult:
+            check: bool = True, **variables: Any) -> CommandResult:
         """Run a local shell command rendered from the template ``cmd``.
 
         Variables come from the run's parameters and ``variables``; every value is
         shell-quoted unless marked safe. A mutating command (``readonly=False``) is
         only recorded during dry-run and refused in a read-only context. ``timeout``
-        (seconds) is capped by what is left of the runbook's timeout. ``check=True``
-        raises :class:`~selfdrive.sdk.errors.CommandFailedError` on failure.
+        (seconds) is capped by what is left of the runbook's timeout.
+
+        As in Invoke and Fabric, a command that fails (a non-zero exit, a timeout, or
+        it never started) raises :class:`~selfdrive.sdk.errors.CommandFailedError`, so
+        a body cannot go on past it by accident; ``check=False`` returns the result
+        instead, for commands whose failure is an answer (``test -f``, ``grep -q``).
         """
 
     @abc.abstractmethod
@@ -171,11 +182,14 @@ class Context(abc.ABC):
     @abc.abstractmethod
     def ansible(self, playbook: str | list[dict[str, Any]], *, hosts: str | list[str],
                 extravars: Mapping[str, Any] | None = None, readonly: bool = False,
-                timeout: float | None = None) -> AnsibleResult:
+                timeout: float | None = None, check: bool = True) -> AnsibleResult:
         """Run a playbook (a file relative to the team's folder, or tasks as data).
 
         In dry-run it runs in check mode with diff: the plan carries Ansible's own
-        predicted changes. ``readonly=True`` declares that it changes nothing.
+        predicted changes. ``readonly=True`` declares that it changes nothing. A
+        failed playbook (a host failed or was unreachable) raises
+        :class:`~selfdrive.sdk.errors.CommandFailedError` unless ``check=False``
+        (which has nothing to do with Ansible's check mode: the run's mode decides that).
         """
 
     @abc.abstractmethod

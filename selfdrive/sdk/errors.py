@@ -11,7 +11,7 @@ exit status::
     │   ├── UnknownRunbookError        no runbook by that name
     │   ├── ParameterError             parameters do not validate
     │   └── TemplateError              a command template cannot render
-    ├── CommandFailedError             a command run with check=True exited non-zero
+    ├── CommandFailedError             a command failed (unless run with check=False)
     ├── ReadOnlyViolationError         a mutating action inside a read-only context
     ├── RunTimeoutError                the runbook ran past its timeout
     ├── HaltedError                    autonomy was halted while a run was going
@@ -64,7 +64,8 @@ class TemplateError(UsageError):
 
 
 class CommandFailedError(SelfdriveError):
-    """A command run with ``check=True`` did not succeed."""
+    """A command, fan-out or playbook failed (or never started) and the call did not
+    pass ``check=False``."""
 
 
 class ReadOnlyViolationError(SelfdriveError):

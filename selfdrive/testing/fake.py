@@ -20,8 +20,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from pydantic import SecretStr
-
 from selfdrive.executor.contexts import RunContext, Scope
 from selfdrive.executor.observe import SilentObserver, StepEvent
 from selfdrive.executor.pool import TargetPool
@@ -194,9 +192,12 @@ class FakeRunContext(RunContext):
 
     def ansible(self, playbook: str | list[dict[str, Any]], *, hosts: str | list[str],
                 extravars: Mapping[str, Any] | None = None, readonly: bool = False,
-                timeout: float | None = None) -> AnsibleResult:
-        return self._fake._ansible(self, playbook, hosts=hosts, extravars=extravars or {},
-                                   readonly=readonly)
+                timeout: float | None = None, check: bool = True) -> AnsibleResult:
+        from selfdrive.executor.ansible import raise_if_failed
+
+        return raise_if_failed(self._fake._ansible(self, playbook, hosts=hosts,
+                                                   extravars=extravars or {},
+                                                   readonly=readonly), check=check)
 
 
 def fake_config(groups: Mapping[str, Sequence[str]] | None = None) -> TeamConfig:
@@ -385,16 +386,16 @@ class FakeContext(Context):
                                          f"only reads")
         from selfdrive.executor.ansible import playbook_name
 
-        name = playbook_name(playbook)
+        name = s.redact(playbook_name(playbook)) or ""
         specs = s.pool.hosts(hosts)
         check = s.mode is Mode.DRY_RUN and not readonly
         if not specs:
             ctx.log(f"warning: {hosts!r} matched no host; playbook {name} did not run")
             return AnsibleResult(playbook=name, rc=0, check=check)
         names = [spec.name for spec in specs]
+        s.redact.learn(extravars.values())
         self.ansible_calls.append(FakeAnsibleCall(
-            name, tuple(names), check, readonly, s.phase,
-            {k: "******" if isinstance(v, SecretStr) else v for k, v in extravars.items()}))
+            name, tuple(names), check, readonly, s.phase, s.redact.deep(dict(extravars))))
         with self._lock:
             script = next((a for a in self._ansible_scripts if a.matches(name, names, check)),
                           None)
@@ -402,7 +403,8 @@ class FakeContext(Context):
                 script.used += 1
         if script is None:
             message = (f"no script answers ansible {name!r} on {', '.join(names)} "
-                       f"(check={check}) in {s.phase}; add fake.on_ansible({name!r}, ...)")
+                       f"({'check mode' if check else 'not in check mode'}) in {s.phase}; add "
+                       f"fake.on_ansible({name!r}, ...)")
             with self._lock:
                 self.unscripted.append(message)
             raise UnscriptedCommand(message)
@@ -427,11 +429,11 @@ class FakeContext(Context):
                                        diff=s.redact(script.diff) or "")
                 changes.append(change)
                 step = s.sink.begin(s.phase, "ansible-change", target=host,
-                                    command=f"ansible {name}: {task}", readonly=False,
+                                    command=f"ansible {name}: {change.task}", readonly=False,
                                     planned=check, stdout=change.diff)
                 s.sink.finish(step, "planned" if check else "changed")
                 s.observer.step(StepEvent(s.phase, "ansible-change",
-                                          "planned" if check else "ok", task, host))
+                                          "planned" if check else "ok", change.task, host))
         return AnsibleResult(playbook=name, rc=rc, check=check, changes=tuple(changes),
                              failures=failures, error=s.redact(script.error))
 
@@ -475,7 +477,7 @@ class FakeContext(Context):
         return self._params
 
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
-            check: bool = False, **variables: Any) -> CommandResult:
+            check: bool = True, **variables: Any) -> CommandResult:
         return self._direct().run(cmd, readonly=readonly, timeout=timeout, check=check,
                                   **variables)
 
@@ -489,9 +491,9 @@ class FakeContext(Context):
 
     def ansible(self, playbook: str | list[dict[str, Any]], *, hosts: str | list[str],
                 extravars: Mapping[str, Any] | None = None, readonly: bool = False,
-                timeout: float | None = None) -> AnsibleResult:
+                timeout: float | None = None, check: bool = True) -> AnsibleResult:
         return self._direct().ansible(playbook, hosts=hosts, extravars=extravars,
-                                      readonly=readonly, timeout=timeout)
+                                      readonly=readonly, timeout=timeout, check=check)
 
     def log(self, message: str) -> None:
         self._direct().log(message)

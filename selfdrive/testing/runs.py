@@ -44,8 +44,9 @@ class _KitExecutor(Executor):
         self._fake = fake
 
     def _context(self, run_id: str, mode: Mode, values: Mapping[str, Any], sink: StepSink,
-                 rb: Runbook, pool: TargetPool, observer: Observer | None = None) -> RunContext:
-        ctx = super()._context(run_id, mode, values, self._fake.tap(sink), rb, pool,
+                 rb: Runbook, pool: TargetPool, redact: Redactor,
+                 observer: Observer | None = None) -> RunContext:
+        ctx = super()._context(run_id, mode, values, self._fake.tap(sink), rb, pool, redact,
                                observer=observer)
         return self._fake.context(ctx._scope)
 

@@ -28,7 +28,7 @@ def guarded(ctx: Context, ready: str, marker: str) -> None:
 
 @guarded.precondition
 def ready_file_exists(ctx: Context, ready: str) -> bool:
-    return ctx.run("test -e {{ ready }}", readonly=True).ok
+    return ctx.run("test -e {{ ready }}", readonly=True, check=False).ok
 '''
 
 
@@ -95,7 +95,7 @@ def deploy(ctx: Context, conf: str, want: str) -> None:
 
 @deploy.verify
 def serves_wanted_version(ctx: Context, conf: str, want: str) -> bool:
-    return ctx.run("grep -qx {{ want }} {{ conf }}", readonly=True).ok
+    return ctx.run("grep -qx {{ want }} {{ conf }}", readonly=True, check=False).ok
 
 @deploy.rollback
 def restore(ctx: Context, conf: str) -> None:
@@ -370,7 +370,7 @@ def test_timeout_in_a_precondition_fails_without_rolling_back(project):
         @guarded.precondition
         def healthy(ctx: Context) -> bool:
             # Quick while planning; hangs when the run is live.
-            return ctx.run("true" if ctx.dry_run else "sleep 3", readonly=True).ok
+            return ctx.run("true" if ctx.dry_run else "sleep 3", readonly=True, check=False).ok
 
         @guarded.rollback
         def restore(ctx: Context, undone: str) -> None:
@@ -419,3 +419,51 @@ def test_long_output_is_bounded_in_the_journal(project):
     assert len(stdout) < 1200
     assert "characters cut" in stdout
     assert stdout.startswith("xxx") and stdout.endswith("END\n")
+
+
+# -- output is never part of a run ---------------------------------------------------
+
+
+def test_an_observer_that_fails_changes_nothing_the_run_does(project):
+    """The observer's reader went away (EPIPE): the run goes on, the observer goes quiet."""
+    from selfdrive.executor import Executor, RunRequest
+
+    calls = []
+
+    class ClosedPipe:
+        def step(self, event):
+            calls.append(event)
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def message(self, text):
+            calls.append(text)
+            raise BrokenPipeError(32, "Broken pipe")
+
+    project.write('''
+        @runbook(risk=Risk.LOW)
+        def stamps(ctx: Context, folder: str) -> None:
+            for i in range(3):
+                ctx.run("touch {{ folder }}/{{ i }}", i=i)
+
+        @stamps.verify
+        def all_there(ctx: Context, folder: str) -> bool:
+            return len(list(Path(folder).iterdir())) == 3
+
+        @stamps.rollback
+        def unstamp(ctx: Context, folder: str) -> None:
+            ctx.run("rm -f -- {{ folder }}/*")
+    ''')
+    folder = project.root / "stamps"
+    folder.mkdir()
+    executor = Executor(project.config(), project.registry(), project.open_journal(),
+                        observer=ClosedPipe())
+    request = RunRequest(runbook="stamps", params={"folder": str(folder)},
+                         requested_by="alice")
+    outcome = executor.submit(request)
+    assert outcome.run.status is S.SUCCEEDED, outcome.message
+    assert sorted(p.name for p in folder.iterdir()) == ["0", "1", "2"]
+    assert len(calls) == 1  # told once, then quiet
+
+    planned = executor.submit(RunRequest(runbook="stamps", params={"folder": str(folder)},
+                                         requested_by="alice", dry_run=True))
+    assert planned.run.status is S.PLANNED and planned.run.error is None

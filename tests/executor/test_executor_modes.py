@@ -39,7 +39,7 @@ def delete_file(ctx: Context, target: str) -> None:
 
 @delete_file.verify
 def file_is_gone(ctx: Context, target: str) -> bool:
-    return ctx.run("test ! -e {{{{ target }}}}", readonly=True).ok
+    return ctx.run("test ! -e {{{{ target }}}}", readonly=True, check=False).ok
 '''
 
 
@@ -113,7 +113,7 @@ def test_dry_run_with_unmet_precondition_is_planned_with_exit_4(project):
 
         @guarded.precondition
         def ready_file_exists(ctx: Context, ready: str) -> bool:
-            return ctx.run("test -e {{ ready }}", readonly=True).ok
+            return ctx.run("test -e {{ ready }}", readonly=True, check=False).ok
     ''')
     outcome = project.submit("guarded", {"ready": str(project.root / "absent")}, dry_run=True)
     assert outcome.run.status is S.PLANNED
@@ -332,7 +332,7 @@ def test_medium_risk_earns_autonomy_with_three_verified_successes_and_loses_it(p
 
         @tidy.verify
         def healthy(ctx: Context, flag: str) -> bool:
-            return ctx.run("test -e {{ flag }}", readonly=True).ok
+            return ctx.run("test -e {{ flag }}", readonly=True, check=False).ok
     ''')
     params = {"flag": str(flag)}
 

@@ -22,7 +22,7 @@ def clean_tmp(ctx: Context, marker: str, broken: bool = False) -> None:
 
 @clean_tmp.verify
 def tmp_clean(ctx: Context, marker: str) -> bool:
-    return ctx.run("grep -q '^clean$' {{ marker }}", readonly=True).ok
+    return ctx.run("grep -q '^clean$' {{ marker }}", readonly=True, check=False).ok
 
 @runbook(risk=Risk.LOW, triggers=[alert("DiskFull")])
 def clean_logs(ctx: Context, marker: str) -> None:
@@ -31,7 +31,7 @@ def clean_logs(ctx: Context, marker: str) -> None:
 
 @clean_logs.verify
 def logs_clean(ctx: Context, marker: str) -> bool:
-    return ctx.run("grep -q '^clean$' {{ marker }}", readonly=True).ok
+    return ctx.run("grep -q '^clean$' {{ marker }}", readonly=True, check=False).ok
 '''
 DECLARED = ["clean-tmp", "clean-logs"]
 

@@ -240,10 +240,73 @@ def test_error_only_the_secret_value_triggers_withholds_the_details() -> None:
     with pytest.raises(TemplateError) as info:
         render_command(template, {"token": SecretStr("hunter2")})
 
-    assert str(info.value) == (f"template {template!r} failed to render with the secret values "
+    # The template itself holds the secret's value: it is masked there too.
+    shown = template.replace("hunter2", MASK)
+    assert str(info.value) == (f"template {shown!r} failed to render with the secret values "
                                f"(details withheld so that no secret leaks)")
     assert info.value.__cause__ is None
     assert info.value.__context__ is None
+
+
+# -- secrets known by their value ----------------------------------------------------
+
+
+@pytest.mark.parametrize("template", [
+    "{{ plain }}",
+    "{{ plain | upper }}",
+    "{{ plain | reverse }}",
+    "{{ plain[::-1] }}",
+    "{{ 'Bearer ' ~ plain }}",
+    "{{ header }}",
+    "{{ headers }}",
+    "{{ table.key }}",
+    "{{ flag }}",
+])
+def test_an_unwrapped_secret_is_masked_by_its_value(template: str) -> None:
+    """`token.get_secret_value()` handed on as a plain string is still a secret."""
+    variables = {"token": SecretStr(SECRET), "plain": SECRET, "header": f"X-Token: {SECRET}",
+                 "headers": ["-H", f"X-Token: {SECRET}"], "table": {"key": SECRET},
+                 "flag": safe(f"--token={SECRET}")}
+    cmd = render_command(f"echo {template}", variables)
+
+    assert not no_trace(cmd.raw)  # the wire got the secret
+    for face in (cmd.masked, str(cmd), repr(cmd)):
+        assert no_trace(face), face
+    assert MASK in cmd.masked
+
+
+def test_secrets_passed_by_value_are_masked_without_any_secretstr() -> None:
+    """What a context does: the run's known secrets come as ``secrets=``."""
+    cmd = render_command("curl -H {{ h }} {{ url }}", {"h": f"Authorization: {SECRET}",
+                                                      "url": "http://x"}, secrets=[SECRET])
+
+    assert cmd.raw == f"curl -H 'Authorization: {SECRET}' http://x"
+    assert cmd.masked == f"curl -H 'Authorization: {MASK}' http://x"
+    exact = render_command("echo {{ t }}", {"t": SECRET}, secrets=[SECRET])
+    assert exact.masked == f"echo {MASK}"  # as a SecretStr shows
+
+
+def test_a_secret_written_into_the_template_itself_is_masked() -> None:
+    """An f-string template (``ctx.run(f"login {token.get_secret_value()}")``)."""
+    cmd = render_command(f"login --token {SECRET} {{{{ user }}}}", {"user": "bob"},
+                         secrets=[SECRET])
+
+    assert cmd.raw == f"login --token {SECRET} bob"
+    assert cmd.masked == f"login --token {MASK} bob"
+    with pytest.raises(TemplateError) as info:
+        render_command(f"login --token {SECRET} {{{{ nope }}}}", {}, secrets=[SECRET])
+    assert no_trace(str(info.value)) and MASK in str(info.value)
+    with pytest.raises(TemplateError) as info:
+        render_command(f"login {SECRET} {{{{ x", {}, secrets=[SECRET])  # a syntax error
+    assert no_trace(str(info.value))
+
+
+def test_a_given_command_gets_its_masked_face_masked_too() -> None:
+    given = Command(masked=f"echo {SECRET}", raw=f"echo {SECRET}")
+
+    cmd = render_command(given, {}, secrets=[SECRET])
+
+    assert cmd.masked == f"echo {MASK}" and cmd.raw == given.raw
 
 
 # -- errors a user reads -----------------------------------------------------------

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from selfdrive import Context, Risk, SecretStr, runbook
-from selfdrive.sdk.errors import ReadOnlyViolationError, UsageError
+from selfdrive.sdk.errors import CommandFailedError, ReadOnlyViolationError, UsageError
 from selfdrive.sdk.vocabulary import Mode
 from selfdrive.testing import FakeContext, UnscriptedCommand, plan_of, simulate
 
@@ -26,7 +26,7 @@ def disk(ctx: Context, path: str = "/var") -> None:
 @runbook(risk=Risk.LOW)
 def fleet(ctx: Context, group: str = "web") -> None:
     """Fan out, then one host."""
-    result = ctx.hosts(group).run("uptime", readonly=True)
+    result = ctx.hosts(group).run("uptime", readonly=True, check=False)
     ctx.note("failed", list(result.failed))
     ctx.ssh("db1").run("systemctl restart postgresql")
 
@@ -34,7 +34,8 @@ def fleet(ctx: Context, group: str = "web") -> None:
 @runbook(risk=Risk.MEDIUM)
 def deploy(ctx: Context, version: str, token: SecretStr) -> None:
     """Ansible in check mode for the plan, for real in a run."""
-    r = ctx.ansible("site.yml", hosts="web", extravars={"version": version, "token": token})
+    r = ctx.ansible("site.yml", hosts="web", extravars={"version": version, "token": token},
+                    check=False)
     if not r.ok:
         raise RuntimeError(f"ansible failed on {sorted(r.failures)}")
 
@@ -67,7 +68,7 @@ def test_scripts_are_per_target_and_times_makes_sequences() -> None:
     fake.on("uptime", target="web1", stdout="up")
     fake.on("uptime", target="web2", exit_code=1, times=1)
     fake.on("uptime", target="web2", stdout="up again")
-    first = fake.hosts("web").run("uptime", readonly=True)
+    first = fake.hosts("web").run("uptime", readonly=True, check=False)
     second = fake.hosts("web").run("uptime", readonly=True)
     assert first.failed == ("web2",) and second.ok
     assert second["web2"].stdout == "up again"
@@ -147,3 +148,25 @@ def test_check_scripted_catches_an_error_the_runbook_swallowed() -> None:
     with pytest.raises(UnscriptedCommand, match="uptime"):
         fake.check_scripted()
     assert fake.unused() == []
+
+
+def test_a_failed_answer_raises_by_default_as_the_executor_does() -> None:
+    fake = FakeContext(live=True, groups={"web": ["web1", "web2"]})
+    fake.on("false", exit_code=1, target=None)
+    fake.on("ssh-only", error="not started: host key unknown", exit_code=None, target="web1")
+    with pytest.raises(CommandFailedError, match=r"^false failed on local: exit code 1$"):
+        fake.run("false", readonly=True)
+    assert fake.run("false", readonly=True, check=False).exit_code == 1
+    with pytest.raises(CommandFailedError,
+                       match=r"^ssh-only failed on web1: not started: host key unknown$"):
+        fake.ssh("web1").run("ssh-only", readonly=True)
+    with pytest.raises(CommandFailedError,
+                       match=r"^false failed on 2 of 2 host\(s\): web1 \(exit code 1\), web2 "):
+        fake.hosts("web", max_errors=2).run("false", readonly=True)
+    tolerated = fake.hosts("web", max_concurrency=1).run("false", readonly=True, check=False)
+    assert tolerated.failed == ("web1",) and tolerated.skipped == ("web2",)
+    fake.on_ansible("site.yml", failed={"web2": "unreachable"})
+    with pytest.raises(CommandFailedError,
+                       match=r"^ansible-playbook site.yml failed: web2: unreachable$"):
+        fake.ansible("site.yml", hosts="web")
+    assert not fake.ansible("site.yml", hosts="web", check=False).ok

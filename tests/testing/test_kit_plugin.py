@@ -19,13 +19,13 @@ from selfdrive import Context, Risk, runbook
 @runbook(risk=Risk.LOW)
 def bounce(ctx: Context, host: str) -> None:
     """Bounce the app on one host."""
-    if ctx.ssh(host).run("pgrep -x app", readonly=True).ok:
+    if ctx.ssh(host).run("pgrep -x app", readonly=True, check=False).ok:
         ctx.ssh(host).run("pkill -x app")
 
 
 @bounce.verify
 def app_is_gone(ctx: Context, host: str) -> bool:
-    return not ctx.ssh(host).run("pgrep -x app", readonly=True).ok
+    return not ctx.ssh(host).run("pgrep -x app", readonly=True, check=False).ok
 '''
 
 TESTS = '''

@@ -21,17 +21,20 @@ from selfdrive import Context, Risk, runbook
 
 @runbook(risk=Risk.LOW, timeout="1m")
 def write_flag(ctx: Context, folder: str, value: str, expect: str | None = None,
-               fail_body: bool = False, fail_rollback: bool = False) -> None:
+               fail_body: bool = False, fail_rollback: bool = False,
+               fail_by_default: bool = False) -> None:
     """Write a flag file; verification reads it back."""
     ctx.run("test -w {{ folder }}", readonly=True, check=True)
     ctx.run("printf %s {{ value }} > {{ folder }}/flag", check=True)
     if fail_body:
         ctx.run("false", check=True)
+    if fail_by_default:
+        ctx.run("false")  # no check=: a failed command raises all the same
 
 
 @write_flag.precondition
 def folder_exists(ctx: Context, folder: str) -> bool:
-    return ctx.run("test -d {{ folder }}", readonly=True).ok
+    return ctx.run("test -d {{ folder }}", readonly=True, check=False).ok
 
 
 @write_flag.verify(attempts=2, interval="0.1s")
@@ -69,6 +72,7 @@ CASES = {
     "succeeds": ({}, RunState.SUCCEEDED, 0),
     "verification fails, rollback runs": ({"expect": "other"}, RunState.ROLLED_BACK, 5),
     "body fails, rollback runs": ({"fail_body": True}, RunState.ROLLED_BACK, 1),
+    "a failed command raises by default": ({"fail_by_default": True}, RunState.ROLLED_BACK, 1),
     "rollback fails": ({"expect": "other", "fail_rollback": True}, RunState.ROLLBACK_FAILED, 5),
 }
 
@@ -113,7 +117,7 @@ def swap(ctx: Context, path: str) -> None:
 
 @swap.verify(attempts=3, interval="5s")
 def healthy(ctx: Context) -> bool:
-    return ctx.run("curl -fsS http://127.0.0.1:8080/health", readonly=True).ok
+    return ctx.run("curl -fsS http://127.0.0.1:8080/health", readonly=True, check=False).ok
 
 
 @swap.rollback

@@ -239,6 +239,19 @@ def test_scheduler_once_runs_what_is_due_and_exits(project: Project) -> None:
     assert row["id"] == "every-minute" and row["last_fire"] is not None
 
 
+def test_scheduler_once_into_a_closed_pipe_runs_and_exits_as_usual(project: Project) -> None:
+    """Output is never part of a run: its reader (`true`) left before anything was written."""
+    project.set_config(extra=EVERY_MINUTE.format(grace="2m", pause=0))
+    shell = f"'{SELFDRIVE}' scheduler --once --json 2>&1 | true; exit ${{PIPESTATUS[0]}}"
+    proc = subprocess.run(["bash", "-c", shell], cwd=project.root, env=clean_env(),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, explain(proc)
+    assert len(lines(project)) == 1
+    [run] = project.rows("SELECT status FROM runs")
+    assert run["status"] == "succeeded"
+
+
 def test_two_schedulers_at_once_never_run_one_fire_twice(tmp_path: Path) -> None:
     for rep in range(10):
         project = Project(tmp_path / f"rep{rep}",
