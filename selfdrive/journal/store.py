@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from selfdrive.journal.records import ApprovalRecord, RunRecord, StepRecord
-from selfdrive.sdk.errors import JournalError, JournalLockedError
+from selfdrive.sdk.errors import DuplicateRunError, JournalError, JournalLockedError
 from selfdrive.sdk.vocabulary import RunState
 
 GENESIS = "0" * 64
@@ -459,6 +459,14 @@ class SqliteJournal(Journal):
             try:
                 conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(row.values()))
             except sqlite3.IntegrityError as exc:
+                key = fields.get("dedup_key")
+                held = key and conn.execute("SELECT id, status FROM runs WHERE dedup_key = ?",
+                                            (key,)).fetchone()
+                if held:
+                    raise DuplicateRunError(
+                        f"run {fields.get('id')} not recorded: run {held['id']} "
+                        f"({held['status']}) already holds dedup key {key!r}",
+                        run_id=held["id"]) from None
                 raise JournalError(f"run {fields.get('id')} not recorded: {exc}") from None
             self._append_event(conn, "run.requested", actor, row["id"],
                                {"runbook": row["runbook"], "params": fields.get("params", {})})

@@ -25,7 +25,12 @@ from selfdrive.journal.records import RunRecord
 from selfdrive.journal.store import Journal, owner_alive
 from selfdrive.policy.decide import Firing
 from selfdrive.registry.load import Registry
-from selfdrive.sdk.errors import JournalError, JournalLockedError, SelfdriveError
+from selfdrive.sdk.errors import (
+    DuplicateRunError,
+    JournalError,
+    JournalLockedError,
+    SelfdriveError,
+)
 from selfdrive.sdk.vocabulary import Level, Risk
 from selfdrive.triggers.match import Match, match_alert, order_matches
 from selfdrive.triggers.payloads import FIRING, Alert, Limits
@@ -169,6 +174,8 @@ class AlertIntake:
             outcome = self.executor.submit(RunRequest(
                 runbook=job.runbook, params=job.params, requested_by=ALERT_REQUESTER,
                 firing=firing, dedup_key=job.dedup_key, on_recorded=link), approver=None)
+        except DuplicateRunError as dup:
+            return self._taken(job, dup.run_id)
         except Exception as exc:  # never let one alert's run take the worker down
             error = str(exc) if isinstance(exc, SelfdriveError) else \
                 f"{type(exc).__name__}: {exc}"
@@ -186,6 +193,20 @@ class AlertIntake:
         if job.diagnostic:
             self.refresh_brief(job.alert_id)
         return JobResult(job, run, outcome.exit_code)
+
+    def _taken(self, job: Job, run_id: str) -> JobResult:
+        """Another process already recorded this claim's run (the orphaned worker of a
+        receiver that stopped, while a new receiver queued the claim again): say so on
+        the claim, linked to that run; never run it twice."""
+        run = self._quietly(lambda: self.journal.get_run(run_id))
+        state = f"{run.status.value} ({run.mode})" if run is not None else "its state unknown"
+        detail = (f"a duplicate of run {run_id}, which another process (the worker of a "
+                  f"receiver that stopped) had already started for this claim: {state}; "
+                  f"not run again")
+        self._quietly(lambda: self.journal.update_alert_claim(
+            job.claim_id, outcome="duplicate", run_id=run_id, detail=detail))
+        self.log(f"alert #{job.alert_id} {job.alert.name}: {job.runbook}: {detail}")
+        return JobResult(job, run, None)
 
     def refresh_brief(self, alert_id: int) -> str | None:
         """Render the alert's context brief from its diagnostic runs and store it."""

@@ -279,3 +279,29 @@ def test_claims_a_dead_receiver_queued_are_started_again_or_abandoned(
         take.run(job)
     assert {c["outcome"] for c in take.journal.alert_claims(alert_id=fresh.alert_id)} == \
         {"started"}
+
+
+def test_a_claim_whose_run_an_orphaned_worker_recorded_is_a_linked_duplicate(
+        project: Project) -> None:
+    dead_receiver = intake(project)
+    [received] = dead_receiver.receive([Alert("Needs", {"count": "7"})])
+    [job] = received.jobs
+    # Its receiver died with the job handed to a worker that has not recorded the run
+    # yet; a new receiver finds the claim queued by a dead owner and queues it again.
+    dead = dead_receiver.journal.owner.rsplit(":", 2)[0] + ":999999999:1"
+    with dead_receiver.journal._write("test") as conn:
+        conn.execute("UPDATE alert_runs SET owner = ?", (dead,))
+    new_receiver = intake(project)
+    [again] = new_receiver.orphaned_jobs()
+    assert again.claim_id == job.claim_id
+    # Meanwhile the orphaned worker records and finishes the run …
+    orphan = dead_receiver.run(job)
+    assert orphan.run is not None and orphan.run.status.value == "succeeded"
+    # … so the new receiver's attempt is a duplicate of it, linked, and nothing runs twice.
+    result = new_receiver.run(again)
+    assert result.error is None and result.run is not None and result.run.id == orphan.run.id
+    [claim] = new_receiver.journal.alert_claims(alert_id=received.alert_id)
+    assert claim["outcome"] == "duplicate" and claim["run_id"] == orphan.run.id
+    assert f"a duplicate of run {orphan.run.id}" in claim["detail"]
+    assert "succeeded" in claim["detail"] and "UNIQUE" not in claim["detail"]
+    assert [r.id for r in new_receiver.journal.runs(runbook="needs-int")] == [orphan.run.id]
