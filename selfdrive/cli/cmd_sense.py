@@ -211,11 +211,11 @@ def trigger(alertname: str, labels: tuple[str, ...], annotations: tuple[str, ...
 
 def _alert_json(row: dict[str, Any]) -> dict[str, Any]:
     """One alert for --json; ``requests`` is how many requests the row stands for (a
-    sampled refusal, or an alert and its replays)."""
+    sampled refusal, or an alert and its replays); ``run_ids`` the runs it started."""
     out = {k: row.get(k) for k in ("id", "received_at", "source", "name", "status", "labels",
                                    "annotations", "fingerprint", "starts_at", "group_key",
                                    "matched", "remote", "reason", "http_status", "brief",
-                                   "last_at", "claims")}
+                                   "last_at", "run_ids", "claims")}
     out["requests"] = row.get("requests") or 1
     return out
 

@@ -270,6 +270,9 @@ class Journal(abc.ABC):
     def record_refusals(self, refusals: Sequence[dict[str, Any]]) -> list[int]: ...
 
     @abc.abstractmethod
+    def run_alert_ids(self, run_ids: Sequence[str]) -> dict[str, int]: ...
+
+    @abc.abstractmethod
     def update_alert_claim(self, claim_id: int, *, outcome: str, run_id: str | None = None,
                            detail: str | None = None) -> None: ...
 
@@ -973,13 +976,13 @@ class SqliteJournal(Journal):
                                 f"WHERE a.alert_id IN ({marks}) ORDER BY a.id", ids):
             claim["diagnostic"] = bool(claim["diagnostic"])
             claims.setdefault(claim["alert_id"], []).append(claim)
-        return [{**self._alert_row(r), "claims": claims.get(r["id"], [])} for r in rows]
+        return [self._with_claims(r, claims.get(r["id"], [])) for r in rows]
 
     def get_alert(self, alert_id: int) -> dict[str, Any] | None:
         rows = self._read("SELECT * FROM alerts WHERE id = ?", (alert_id,))
         if not rows:
             return None
-        return {**self._alert_row(rows[0]), "claims": self.alert_claims(alert_id=alert_id)}
+        return self._with_claims(rows[0], self.alert_claims(alert_id=alert_id))
 
     def _with_claims(self, row: dict[str, Any], claims: list[dict[str, Any]]) -> dict[str, Any]:
         """The alert with its claims and ``run_ids``: the runs its own claims started (a
