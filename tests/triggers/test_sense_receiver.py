@@ -483,6 +483,15 @@ def test_hostile_bytes_get_a_json_4xx_never_a_500_or_a_reset(open_server: Server
         assert status == 400, (endpoint, answer)
         assert answer["error"].startswith(where) and "surrogate" in answer["error"], answer
 
+    for endpoint, raw, headers, why in (
+            ("/alerts", b'{"name": 1e999999}', {}, "name: expected a string, got a number"),
+            ("/alerts", b'{"name": "D", "labels": {"n": ' + b"9" * 5000 + b"}}", {},
+             "not acceptable JSON"),
+            ("/alerts/pagerduty", _pagerduty(), {"X-Webhook-Id": "a b"}, "X-Webhook-Id"),
+            ("/alerts", b"[" * 100_000, {}, "nested too deeply")):
+        status, answer = request(f"{base}{endpoint}", raw=raw, headers=headers)
+        assert status == 400 and why in answer["error"], (endpoint, answer)
+
     # Bigger than waitress reads (4 x max_body and more): a JSON 413, not a reset.
     status, answer = request(f"{base}/alerts", raw=b"x" * (5 * 1024 * 1024))
     assert status == 413 and "receiver.max_body" in answer["error"], answer
@@ -505,8 +514,8 @@ def test_hostile_bytes_get_a_json_4xx_never_a_500_or_a_reset(open_server: Server
         assert 400 <= status < 500 and answer["error"], (odd[:60], status, answer)
 
     assert open_server.alive() and "Traceback" not in open_server.log
-    _, requests = project.wait_refusals(counted + 12)
-    assert requests == counted + 12  # each counted, on sampled rows
+    _, requests = project.wait_refusals(counted + 16)
+    assert requests == counted + 16  # each counted, on sampled rows
     assert project.rows("SELECT id FROM alerts WHERE id > ? AND status != 'refused'",
                         (before,)) == []
 
