@@ -49,9 +49,9 @@ class Alert:
 
     ``status`` is firing, resolved, or ignored (a PagerDuty event that starts
     nothing, e.g. an acknowledgement); only firing alerts start runs. ``starts_at`` is
-    a UTC ISO time when the sender gave one. ``deliveries`` are the sender's ids for
-    this delivery (PagerDuty's event id and X-Webhook-Id): a second delivery with one
-    of them is a replay.
+    the ISO 8601 time the sender gave (when the alert began, when the event occurred).
+    ``deliveries`` are the sender's ids for this delivery (PagerDuty's event id and
+    X-Webhook-Id): a second delivery with one of them is a replay.
     """
 
     name: str
