@@ -577,15 +577,14 @@ def test_1000_hostile_requests_get_json_4xx_while_it_stays_healthy(tmp_path: Pat
     prober.start()
     started = time.monotonic()
     try:
-        seeds = range(1000)
-        with ThreadPoolExecutor(4) as pool:
-            answers = list(pool.map(lambda n: _more_hostile(random.Random(n), server.base),
-                                    seeds))
-        elapsed = time.monotonic() - started
-    finally:
-        done.set()
-        prober.join()
-    try:
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                answers = list(pool.map(
+                    lambda n: _more_hostile(random.Random(n), server.base), range(1000)))
+            elapsed = time.monotonic() - started
+        finally:
+            done.set()
+            prober.join()
         bad = [(n, a) for n, a in enumerate(answers)
                if not (400 <= a[0] < 500 and isinstance(a[1], dict) and a[1].get("error"))]
         assert bad == [], bad[:5]
