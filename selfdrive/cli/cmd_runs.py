@@ -195,15 +195,22 @@ def history(name: str | None, statuses: tuple[str, ...], limit: int, as_json: bo
     s = session()
     sweep_expired(s.executor(quiet=True))  # a window that closed shows as expired, not pending
     runs = s.journal.runs(runbook=name, status=statuses, limit=limit)
+    alert_ids = s.journal.run_alert_ids([r.id for r in runs])
     if as_json:
-        emit_json([r.as_json() for r in runs])
+        emit_json([_run_json(r, alert_ids) for r in runs])
         return
     if not runs:
         click.echo("no runs yet")
         return
     table(["RUN", "RUNBOOK", "MODE", "STATUS", "BY", "STARTED", "FINISHED"],
-          [[r.id, r.runbook, r.mode, status(r.status.value), r.requested_by,
+          [[r.id, r.runbook, r.mode, status(r.status.value),
+            f"alert #{alert_ids[r.id]}" if r.id in alert_ids else r.requested_by,
             short_time(r.started_at or r.created_at), short_time(r.finished_at)] for r in runs])
+
+
+def _run_json(run: RunRecord, alert_ids: dict[str, int]) -> dict[str, Any]:
+    """A run for --json, with ``alert_id``: the alert that started it (`alerts show`)."""
+    return {**run.as_json(), "alert_id": alert_ids.get(run.id)}
 
 
 @click.command(cls=Command)
@@ -219,15 +226,17 @@ def logs(run_id: str, as_json: bool) -> None:
     run = journal.get_run(run_id)
     steps = journal.steps(run.id)
     approvals = journal.approvals(run.id)
+    alert_ids = journal.run_alert_ids([run.id])
     if as_json:
-        emit_json({"run": run.as_json(), "steps": [s.as_json() for s in steps],
+        emit_json({"run": _run_json(run, alert_ids), "steps": [s.as_json() for s in steps],
                    "approvals": [a.as_json() for a in approvals]})
         return
     from selfdrive.learning.queries import format_seconds, seconds_between
 
     click.secho(f"run {run.id}: {run.runbook}", bold=True)
     click.echo(f"status {status(run.status.value)}, mode {run.mode}, requested by "
-               f"{run.requested_by} (os user {run.os_user}) at {short_time(run.created_at)}")
+               f"{run.requested_by} (os user {run.os_user}) at {short_time(run.created_at)}"
+               + (f", started by alert #{alert_ids[run.id]}" if run.id in alert_ids else ""))
     if run.started_at:
         took = (f", took {format_seconds(seconds_between(run.started_at, run.finished_at))}"
                 if run.finished_at else "")

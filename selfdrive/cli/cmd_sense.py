@@ -148,6 +148,7 @@ def serve(host: str | None, port: int | None) -> None:
         server.run()  # returns when SIGTERM or Ctrl-C ends waitress's loop
     finally:
         server.close()
+        app.close()
         busy = pool.pending
         _log(f"stopping: {busy} alert run(s) queued or in progress" if busy else "stopping")
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
@@ -213,10 +214,14 @@ def trigger(alertname: str, labels: tuple[str, ...], annotations: tuple[str, ...
 
 
 def _alert_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in ("id", "received_at", "source", "name", "status", "labels",
-                                    "annotations", "fingerprint", "starts_at", "group_key",
-                                    "matched", "remote", "reason", "http_status", "brief",
-                                    "claims")}
+    """One alert for --json; ``requests`` is how many requests the row stands for (a
+    sampled refusal, or an alert and its replays); ``run_ids`` the runs it started."""
+    out = {k: row.get(k) for k in ("id", "received_at", "source", "name", "status", "labels",
+                                   "annotations", "fingerprint", "starts_at", "group_key",
+                                   "matched", "remote", "reason", "http_status", "brief",
+                                   "last_at", "run_ids", "claims")}
+    out["requests"] = row.get("requests") or 1
+    return out
 
 
 def _print_claims(claims: list[dict[str, Any]]) -> None:
@@ -252,7 +257,8 @@ def alerts(ctx: click.Context, limit: int, name: str | None, as_json: bool) -> N
 
 def _runs_cell(row: dict[str, Any]) -> str:
     if row["status"] == "refused":
-        return f"{row['http_status']}: {row['reason']}"
+        times = f" (x{row['requests']})" if (row.get("requests") or 1) > 1 else ""
+        return f"{row['http_status']}{times}: {row['reason']}"
     cells = []
     for c in row["claims"]:
         if c["outcome"] == "duplicate":
@@ -286,9 +292,15 @@ def alerts_show(alert_id: int, as_json: bool) -> None:
     click.echo(f"received {short_time(row['received_at'])} from {row['source']}"
                + (f" ({row['remote']})" if row.get("remote") else "")
                + (f", fingerprint {row['fingerprint']}" if row.get("fingerprint") else ""))
+    times = row.get("requests") or 1
     if row["status"] == "refused":
-        click.echo(f"refused with {row['http_status']}: {row['reason']}")
+        click.echo(f"refused with {row['http_status']}: {row['reason']}"
+                   + (f" ({times} requests from there until {short_time(row['last_at'])})"
+                      if times > 1 else ""))
         return
+    if times > 1:
+        click.echo(f"delivered {times} times (the repeats were replays, counted here; the "
+                   f"latest {short_time(row['last_at'])})")
     if row.get("reason"):
         click.echo(f"note: {row['reason']}")
     for title, values in (("labels", row["labels"]), ("annotations", row["annotations"])):

@@ -13,6 +13,7 @@ max_labels = 64                           # labels (and annotations) per alert
 max_label_chars = 1024                    # per label key and value, and per annotation key
 max_annotation_chars = 16384              # per annotation value
 dedup_window = "10m"                      # one run per (runbook, alert fingerprint) per window
+replay_window = "48h"                     # delivery ids and resolutions remembered this long
 domain_label = "domain"                   # the alert label policy reads as the alert's domain
 workers = 2                               # processes that run what alerts start
 worker_nice = 0                           # niceness of those processes (0-19)
@@ -136,6 +137,8 @@ class ReceiverConfig(_Strict):
     max_label_chars: Annotated[int, Field(ge=16, le=65536)] = 1024
     max_annotation_chars: Annotated[int, Field(ge=16, le=1024 * 1024)] = 16384
     dedup_window: timedelta = timedelta(minutes=10)
+    #: PagerDuty retries a delivery for up to 48 hours: its ids are remembered that long.
+    replay_window: timedelta = timedelta(hours=48)
     domain_label: str = "domain"
     workers: Annotated[int, Field(ge=1, le=64)] = 2
     worker_nice: Annotated[int, Field(ge=0, le=19)] = 0
@@ -152,6 +155,11 @@ class ReceiverConfig(_Strict):
     @classmethod
     def _window(cls, value: object) -> object:
         return _duration(value, "dedup_window", positive=False)
+
+    @field_validator("replay_window", mode="before")
+    @classmethod
+    def _replay_window(cls, value: object) -> object:
+        return _duration(value, "replay_window")
 
     @model_validator(mode="after")
     def _basic(self) -> ReceiverConfig:

@@ -111,3 +111,20 @@ def m0005(db: Any) -> None:
     # Firing alerts that matched no runbook (uncovered), by time.
     db.execute("CREATE INDEX idx_alerts_uncovered ON alerts (received_at, name, fingerprint) "
                "WHERE status = 'firing' AND matched = '[]'")
+
+
+@migrations(name="0006_alert_intake_replays_and_refusals")
+def m0006(db: Any) -> None:
+    # How many requests an alerts row stands for: refused requests are sampled (one row
+    # per source address per minute), and replays of a delivery are counted on the alert
+    # they repeat. NULL means one. last_at: when the latest of them arrived.
+    db["alerts"].add_column("requests", int)
+    db["alerts"].add_column("last_at", str)
+    # Delivery ids a sender gave (PagerDuty's event id and X-Webhook-Id), remembered for
+    # receiver.replay_window: a second delivery with one of them is a replay.
+    db["alert_deliveries"].create({"key": str, "alert_id": int, "seen_at": str}, pk="key",
+                                  not_null={"alert_id", "seen_at"})
+    db["alert_deliveries"].create_index(["seen_at"])
+    # The latest resolution of a fingerprint: a firing that began before it is a replay.
+    db.execute("CREATE INDEX idx_alerts_resolved ON alerts (fingerprint, source, id) "
+               "WHERE status = 'resolved'")

@@ -19,12 +19,12 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from selfdrive.journal.records import ApprovalRecord, RunRecord, StepRecord
-from selfdrive.sdk.errors import JournalError, JournalLockedError
+from selfdrive.sdk.errors import DuplicateRunError, JournalError, JournalLockedError
 from selfdrive.sdk.vocabulary import RunState
 
 GENESIS = "0" * 64
@@ -51,6 +51,29 @@ def flag_entries(value: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _instant(text: str) -> datetime:
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _before(now: str, seconds: float) -> str:
+    """The journal time ``seconds`` before ``now`` (empty: no horizon at all)."""
+    if seconds <= 0:
+        return ""
+    return (_instant(now) - timedelta(seconds=seconds)).astimezone(UTC).isoformat(
+        timespec="microseconds")
+
+
+def _not_after(first: str, second: str | None) -> bool:
+    """Whether the time ``first`` is at or before ``second`` (times as senders gave them)."""
+    if not second:
+        return False
+    try:
+        return _instant(first) <= _instant(second)
+    except (ValueError, OverflowError):
+        return False
 
 
 def process_identity(pid: int | None = None) -> str:
@@ -257,12 +280,14 @@ class Journal(abc.ABC):
     # -- alerts and schedules (selfdrive.triggers) ----------------------------------
 
     @abc.abstractmethod
-    def record_alerts(self, alerts: Sequence[dict[str, Any]], *,
-                      window: float) -> list[dict[str, Any]]: ...
+    def record_alerts(self, alerts: Sequence[dict[str, Any]], *, window: float,
+                      replay_window: float = 0.0) -> list[dict[str, Any]]: ...
 
     @abc.abstractmethod
-    def record_refused_alert(self, *, source: str, reason: str, http_status: int,
-                             remote: str | None = None, name: str | None = None) -> int: ...
+    def record_refusals(self, refusals: Sequence[dict[str, Any]]) -> list[int]: ...
+
+    @abc.abstractmethod
+    def run_alert_ids(self, run_ids: Sequence[str]) -> dict[str, int]: ...
 
     @abc.abstractmethod
     def update_alert_claim(self, claim_id: int, *, outcome: str, run_id: str | None = None,
@@ -476,6 +501,14 @@ class SqliteJournal(Journal):
             try:
                 conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(row.values()))
             except sqlite3.IntegrityError as exc:
+                key = fields.get("dedup_key")
+                held = key and conn.execute("SELECT id, status FROM runs WHERE dedup_key = ?",
+                                            (key,)).fetchone()
+                if held:
+                    raise DuplicateRunError(
+                        f"run {fields.get('id')} not recorded: run {held['id']} "
+                        f"({held['status']}) already holds dedup key {key!r}",
+                        run_id=held["id"]) from None
                 raise JournalError(f"run {fields.get('id')} not recorded: {exc}") from None
             self._append_event(conn, "run.requested", actor, row["id"],
                                {"runbook": row["runbook"], "params": fields.get("params", {})})
@@ -789,8 +822,8 @@ class SqliteJournal(Journal):
 
     _ALERT_JSON = ("labels", "annotations", "matched")
 
-    def record_alerts(self, alerts: Sequence[dict[str, Any]], *,
-                      window: float) -> list[dict[str, Any]]:
+    def record_alerts(self, alerts: Sequence[dict[str, Any]], *, window: float,
+                      replay_window: float = 0.0) -> list[dict[str, Any]]:
         """Journal received alerts and claim the runs they start, in one transaction.
 
         Each alert is a dict of ``alerts`` columns plus ``claims``: dicts with
@@ -799,13 +832,33 @@ class SqliteJournal(Journal):
         has a claim made within ``window`` seconds or whose run has not ended: then it
         is a ``duplicate`` naming that run. Deciding inside the write transaction is
         what makes dedup hold across threads and processes. Returns, per alert, its
-        ``id`` and its claim rows.
+        ``id``, ``status``, ``reason`` and its claim rows.
+
+        Within ``replay_window`` seconds two more things are remembered. An alert whose
+        ``deliveries`` (the sender's ids for a delivery) were seen before is a replay:
+        nothing new is written but a count on the alert it repeats, and it comes back
+        with ``replay`` true and that alert's id. A firing alert that began no later
+        than the latest resolution of its fingerprint (same source) replays something
+        already over: it is journaled as ``ignored`` and claims nothing.
         """
         out: list[dict[str, Any]] = []
         with self._write(f"record {len(alerts)} alert(s)") as conn:
             for alert in alerts:
-                fields = {k: v for k, v in alert.items() if k != "claims"}
+                fields = {k: v for k, v in alert.items() if k not in ("claims", "deliveries")}
                 fields.setdefault("received_at", utcnow())
+                now = fields["received_at"]
+                since = _before(now, replay_window)
+                keys = list(alert.get("deliveries") or ())
+                replayed = self._replayed(conn, keys, now, since) if keys and since else None
+                if replayed is not None:
+                    out.append(replayed)
+                    continue
+                claims_asked = list(alert.get("claims", ()))
+                over = self._resolved_before(conn, fields, since) if since else None
+                if over is not None:
+                    fields["status"] = "ignored"
+                    fields["reason"] = over
+                    claims_asked = []
                 row = {k: (canonical(v) if k in self._ALERT_JSON else v)
                        for k, v in fields.items()}
                 cols = ", ".join(row)
@@ -813,13 +866,52 @@ class SqliteJournal(Journal):
                 cur = conn.execute(f"INSERT INTO alerts ({cols}) VALUES ({marks})",
                                    list(row.values()))
                 alert_id = int(cur.lastrowid or 0)
-                now = fields["received_at"]
-                claims = []
-                for claim in alert.get("claims", ()):
-                    claims.append(self._claim_alert_run(conn, alert_id, fields, claim, now,
-                                                        window))
-                out.append({"id": alert_id, "claims": claims})
+                for key in keys:
+                    conn.execute("INSERT OR REPLACE INTO alert_deliveries (key, alert_id, "
+                                 "seen_at) VALUES (?, ?, ?)", (key, alert_id, now))
+                claims = [self._claim_alert_run(conn, alert_id, fields, claim, now, window)
+                          for claim in claims_asked]
+                out.append({"id": alert_id, "status": fields.get("status"),
+                            "reason": fields.get("reason"), "replay": False,
+                            "claims": claims})
+            if replay_window and any(alert.get("deliveries") for alert in alerts):
+                # Forget what no replay can be checked against any more: bounded storage.
+                conn.execute("DELETE FROM alert_deliveries WHERE seen_at < ?",
+                             (_before(utcnow(), replay_window),))
         return out
+
+    @staticmethod
+    def _replayed(conn: sqlite3.Connection, keys: list[str], now: str,
+                  since: str) -> dict[str, Any] | None:
+        """A delivery seen before: count it on the alert it repeats, record nothing else."""
+        marks = ", ".join("?" for _ in keys)
+        seen = conn.execute(f"SELECT d.alert_id, a.status FROM alert_deliveries d "
+                            f"JOIN alerts a ON a.id = d.alert_id "
+                            f"WHERE d.key IN ({marks}) AND d.seen_at >= ? "
+                            f"ORDER BY d.seen_at LIMIT 1", [*keys, since]).fetchone()
+        if seen is None:
+            return None
+        conn.execute("UPDATE alerts SET requests = COALESCE(requests, 1) + 1, last_at = ? "
+                     "WHERE id = ?", (now, seen["alert_id"]))
+        return {"id": seen["alert_id"], "status": seen["status"], "replay": True,
+                "reason": f"a replay of the delivery journaled as alert #{seen['alert_id']}",
+                "claims": []}
+
+    @staticmethod
+    def _resolved_before(conn: sqlite3.Connection, alert: dict[str, Any],
+                         since: str) -> str | None:
+        """Why a firing alert repeats one already resolved, or None if it does not."""
+        began = alert.get("starts_at")
+        if alert.get("status") != "firing" or not began:
+            return None
+        row = conn.execute("SELECT id, starts_at FROM alerts WHERE status = 'resolved' AND "
+                           "fingerprint = ? AND source = ? AND received_at >= ? "
+                           "ORDER BY id DESC LIMIT 1",
+                           (alert.get("fingerprint"), alert.get("source"), since)).fetchone()
+        if row is None or not _not_after(began, row["starts_at"]):
+            return None
+        return (f"a replay: it began at {began}, not after alert #{row['id']} resolved this "
+                f"fingerprint ({row['starts_at']}); starts nothing")
 
     def _claim_alert_run(self, conn: sqlite3.Connection, alert_id: int,
                          alert: dict[str, Any], claim: dict[str, Any], now: str,
@@ -859,15 +951,31 @@ class SqliteJournal(Journal):
                 "outcome": outcome, "detail": detail,
                 "diagnostic": bool(claim.get("diagnostic")), "claimed_at": now}
 
-    def record_refused_alert(self, *, source: str, reason: str, http_status: int,
-                             remote: str | None = None, name: str | None = None) -> int:
-        """Journal a request the receiver refused (never its body or credentials)."""
-        with self._write("record a refused alert request") as conn:
-            cur = conn.execute(
-                "INSERT INTO alerts (received_at, source, name, status, reason, http_status, "
-                "remote) VALUES (?, ?, ?, 'refused', ?, ?, ?)",
-                (utcnow(), source, name, reason, http_status, remote))
-            return int(cur.lastrowid or 0)
+    def record_refusals(self, refusals: Sequence[dict[str, Any]]) -> list[int]:
+        """Journal refused requests (never their body or credentials), sampled.
+
+        A dict with an ``id`` adds ``requests`` more refusals to that row; one without
+        is a new row with ``source``, ``reason``, ``http_status``, ``remote``,
+        ``received_at`` and ``requests``. ``last_at`` is when the latest arrived.
+        Returns the row ids, in order, all written in one transaction.
+        """
+        ids: list[int] = []
+        with self._write(f"record {len(refusals)} sample(s) of refused requests") as conn:
+            for r in refusals:
+                if r.get("id") is not None:
+                    conn.execute("UPDATE alerts SET requests = COALESCE(requests, 1) + ?, "
+                                 "last_at = ? WHERE id = ?",
+                                 (r["requests"], r["last_at"], r["id"]))
+                    ids.append(int(r["id"]))
+                    continue
+                cur = conn.execute(
+                    "INSERT INTO alerts (received_at, source, status, reason, http_status, "
+                    "remote, requests, last_at) VALUES (?, ?, 'refused', ?, ?, ?, ?, ?)",
+                    (r.get("received_at") or utcnow(), r["source"], r["reason"],
+                     r["http_status"], r.get("remote"), r.get("requests", 1),
+                     r.get("last_at")))
+                ids.append(int(cur.lastrowid or 0))
+        return ids
 
     def update_alert_claim(self, claim_id: int, *, outcome: str, run_id: str | None = None,
                            detail: str | None = None) -> None:
@@ -903,13 +1011,30 @@ class SqliteJournal(Journal):
                                 f"WHERE a.alert_id IN ({marks}) ORDER BY a.id", ids):
             claim["diagnostic"] = bool(claim["diagnostic"])
             claims.setdefault(claim["alert_id"], []).append(claim)
-        return [{**self._alert_row(r), "claims": claims.get(r["id"], [])} for r in rows]
+        return [self._with_claims(r, claims.get(r["id"], [])) for r in rows]
 
     def get_alert(self, alert_id: int) -> dict[str, Any] | None:
         rows = self._read("SELECT * FROM alerts WHERE id = ?", (alert_id,))
         if not rows:
             return None
-        return {**self._alert_row(rows[0]), "claims": self.alert_claims(alert_id=alert_id)}
+        return self._with_claims(rows[0], self.alert_claims(alert_id=alert_id))
+
+    def _with_claims(self, row: dict[str, Any], claims: list[dict[str, Any]]) -> dict[str, Any]:
+        """The alert with its claims and ``run_ids``: the runs its own claims started (a
+        duplicate claim only points at another alert's run, and has no dedup key)."""
+        runs = [c["run_id"] for c in claims if c["run_id"] and c["dedup_key"]]
+        return {**self._alert_row(row), "claims": claims, "run_ids": list(dict.fromkeys(runs))}
+
+    def run_alert_ids(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """The alert that started each run, for the runs an alert started."""
+        if not run_ids:
+            return {}
+        marks = ", ".join("?" for _ in run_ids)
+        rows = self._read(f"SELECT r.id AS run_id, a.alert_id FROM runs r "
+                          f"JOIN alert_runs a ON a.dedup_key = r.dedup_key "
+                          f"WHERE r.id IN ({marks}) AND r.dedup_key LIKE 'alert:%'",
+                          list(run_ids))
+        return {r["run_id"]: int(r["alert_id"]) for r in rows}
 
     def alert_claims(self, *, alert_id: int | None = None,
                      outcome: str | None = None) -> list[dict[str, Any]]:

@@ -17,7 +17,8 @@ exit status::
     ├── HaltedError                    autonomy was halted while a run was going
     ├── UserCodeError                  the runbook's own code raised
     └── JournalError                   the journal cannot take a record
-        └── JournalLockedError         another writer held the journal too long
+        ├── JournalLockedError         another writer held the journal too long
+        └── DuplicateRunError          a run with this dedup key is already recorded
 """
 
 from __future__ import annotations
@@ -95,3 +96,15 @@ class JournalError(SelfdriveError):
 
 class JournalLockedError(JournalError):
     """Another writer held the journal longer than the busy timeout."""
+
+
+class DuplicateRunError(JournalError):
+    """A run was asked for under a dedup key another run already holds.
+
+    Another process got there first (an orphaned worker, a second receiver): that is
+    not a failure of this request, and ``run_id`` names the run that holds the key.
+    """
+
+    def __init__(self, message: str, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id

@@ -13,6 +13,7 @@ one would.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,10 +26,15 @@ from selfdrive.journal.records import RunRecord
 from selfdrive.journal.store import Journal, owner_alive
 from selfdrive.policy.decide import Firing
 from selfdrive.registry.load import Registry
-from selfdrive.sdk.errors import JournalError, JournalLockedError, SelfdriveError
+from selfdrive.sdk.errors import (
+    DuplicateRunError,
+    JournalError,
+    JournalLockedError,
+    SelfdriveError,
+)
 from selfdrive.sdk.vocabulary import Level, Risk
 from selfdrive.triggers.match import Match, match_alert, order_matches
-from selfdrive.triggers.payloads import FIRING, Alert, Limits
+from selfdrive.triggers.payloads import FIRING, IGNORED, Alert, Limits
 
 #: Who asks for runs an alert starts (approvers are never this "person").
 ALERT_REQUESTER = "alert"
@@ -54,17 +60,23 @@ class Job:
 
 @dataclass(frozen=True)
 class Received:
-    """What the journal now holds for one alert, and the runs it may start."""
+    """What the journal now holds for one alert, and the runs it may start.
+
+    A ``replay`` (a delivery seen before) wrote nothing new: ``alert_id`` is the alert
+    it repeats, and it starts nothing.
+    """
 
     alert_id: int
     alert: Alert
     matched: tuple[str, ...]
     claims: tuple[dict[str, Any], ...]
     jobs: tuple[Job, ...] = field(default=())
+    replay: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.alert_id, "name": self.alert.name, "status": self.alert.status,
                 "fingerprint": self.alert.fingerprint, "matched": list(self.matched),
+                "replay": self.replay, "note": self.alert.note,
                 "claims": [{k: c[k] for k in ("runbook", "outcome", "run_id", "detail")}
                            for c in self.claims]}
 
@@ -97,7 +109,9 @@ class AlertIntake:
                              max_annotation_chars=rc.max_annotation_chars)
         self._brief_lock = threading.Lock()
         window = config.receiver.dedup_window.total_seconds()
-        self._record = GroupCommit(lambda rows: journal.record_alerts(rows, window=window))
+        replays = config.receiver.replay_window.total_seconds()
+        self._record = GroupCommit(lambda rows: journal.record_alerts(
+            rows, window=window, replay_window=replays))
 
     # -- the fast part: before the sender is answered ---------------------------
 
@@ -112,7 +126,9 @@ class AlertIntake:
         Raises :class:`~selfdrive.sdk.errors.JournalError` when the journal cannot take
         them; then nothing of them is recorded and the sender should retry.
         """
-        now = self.clock().astimezone(UTC).isoformat(timespec="microseconds")
+        clock = self.clock().astimezone(UTC)
+        now = clock.isoformat(timespec="microseconds")
+        alerts = [self._stale(alert, clock) for alert in alerts]
         rows: list[dict[str, Any]] = []
         matches: list[list[Match]] = []
         names: list[list[str]] = []
@@ -135,12 +151,16 @@ class AlertIntake:
                          "annotations": dict(alert.annotations),
                          "fingerprint": alert.fingerprint, "starts_at": alert.starts_at,
                          "group_key": alert.group_key, "matched": found_names,
-                         "remote": remote, "reason": alert.note, "claims": claims})
+                         "remote": remote, "reason": alert.note, "claims": claims,
+                         "deliveries": list(alert.deliveries)})
             matches.append(found)
             names.append(found_names)
         recorded = self._record(rows)
         out = []
-        for alert, found, matched, rec in zip(alerts, matches, names, recorded, strict=True):
+        for sent, found, matched, rec in zip(alerts, matches, names, recorded, strict=True):
+            alert = sent
+            if rec["status"] != sent.status or rec["replay"]:  # the journal knew better
+                alert = dataclasses.replace(sent, status=rec["status"], note=rec["reason"])
             by_name = {m.runbook.name: m for m in found}
             jobs = tuple(Job(alert_id=rec["id"], claim_id=c["id"], alert=alert,
                              runbook=c["runbook"], params=dict(by_name[c["runbook"]].params),
@@ -148,9 +168,28 @@ class AlertIntake:
                          for c in rec["claims"] if c["outcome"] == "queued")
             out.append(Received(alert_id=rec["id"], alert=alert,
                                 matched=tuple(matched), claims=tuple(rec["claims"]),
-                                jobs=jobs))
+                                jobs=jobs, replay=rec["replay"]))
             self.log(_describe(out[-1]))
         return out
+
+    def _stale(self, alert: Alert, now: datetime) -> Alert:
+        """A firing event with delivery ids that is older than ``replay_window`` starts
+        nothing: its ids may be forgotten by now, so it could be a replay of anything."""
+        if alert.status != FIRING or not alert.deliveries or not alert.starts_at:
+            return alert
+        window = self.config.receiver.replay_window
+        try:
+            began = datetime.fromisoformat(alert.starts_at)
+            age = now - (began if began.tzinfo else began.replace(tzinfo=UTC))
+        except (ValueError, OverflowError):
+            return alert
+        if age <= window:
+            return alert
+        return dataclasses.replace(
+            alert, status=IGNORED,
+            note=f"the event occurred at {alert.starts_at}, longer ago than "
+                 f"receiver.replay_window ({window}): a late delivery or a replay; starts "
+                 f"nothing")
 
     # -- the slow part: on a worker ---------------------------------------------
 
@@ -169,6 +208,8 @@ class AlertIntake:
             outcome = self.executor.submit(RunRequest(
                 runbook=job.runbook, params=job.params, requested_by=ALERT_REQUESTER,
                 firing=firing, dedup_key=job.dedup_key, on_recorded=link), approver=None)
+        except DuplicateRunError as dup:
+            return self._taken(job, dup.run_id)
         except Exception as exc:  # never let one alert's run take the worker down
             error = str(exc) if isinstance(exc, SelfdriveError) else \
                 f"{type(exc).__name__}: {exc}"
@@ -186,6 +227,20 @@ class AlertIntake:
         if job.diagnostic:
             self.refresh_brief(job.alert_id)
         return JobResult(job, run, outcome.exit_code)
+
+    def _taken(self, job: Job, run_id: str) -> JobResult:
+        """Another process already recorded this claim's run (the orphaned worker of a
+        receiver that stopped, while a new receiver queued the claim again): say so on
+        the claim, linked to that run; never run it twice."""
+        run = self._quietly(lambda: self.journal.get_run(run_id))
+        state = f"{run.status.value} ({run.mode})" if run is not None else "its state unknown"
+        detail = (f"a duplicate of run {run_id}, which another process (the worker of a "
+                  f"receiver that stopped) had already started for this claim: {state}; "
+                  f"not run again")
+        self._quietly(lambda: self.journal.update_alert_claim(
+            job.claim_id, outcome="duplicate", run_id=run_id, detail=detail))
+        self.log(f"alert #{job.alert_id} {job.alert.name}: {job.runbook}: {detail}")
+        return JobResult(job, run, None)
 
     def refresh_brief(self, alert_id: int) -> str | None:
         """Render the alert's context brief from its diagnostic runs and store it."""
@@ -367,8 +422,12 @@ class GroupCommit:
 
 def _describe(received: Received) -> str:
     a = received.alert
+    if received.replay:
+        return (f"alert {a.name} ({a.source}): {a.note}; counted there, starts nothing")
     parts = [f"alert #{received.alert_id} {a.name} {a.status} (fingerprint {a.fingerprint}, "
              f"{a.source})"]
+    if a.note and a.status != FIRING:
+        parts.append(a.note)
     if not received.matched:
         parts.append("matches no runbook")
     for c in received.claims:

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 FIRING, RESOLVED, IGNORED = "firing", "resolved", "ignored"
@@ -45,7 +48,10 @@ class Alert:
     """One alert, normalised: what matching, dedup and the journal work on.
 
     ``status`` is firing, resolved, or ignored (a PagerDuty event that starts
-    nothing, e.g. an acknowledgement); only firing alerts start runs.
+    nothing, e.g. an acknowledgement); only firing alerts start runs. ``starts_at`` is
+    the ISO 8601 time the sender gave (when the alert began, when the event occurred).
+    ``deliveries`` are the sender's ids for this delivery (PagerDuty's event id and
+    X-Webhook-Id): a second delivery with one of them is a replay.
     """
 
     name: str
@@ -57,6 +63,7 @@ class Alert:
     starts_at: str | None = None
     group_key: str | None = None
     note: str | None = None
+    deliveries: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.fingerprint:
@@ -78,9 +85,19 @@ def fingerprint(name: str, labels: Mapping[str, str]) -> str:
 # -- field checks ---------------------------------------------------------------
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 40
+_REPR.maxlevel = 2
+
+
 def _short(value: object) -> str:
-    text = repr(value)
+    """A bounded look at a value for a message: never the whole of a huge or deep one."""
+    text = _REPR.repr(value)
     return text if len(text) <= 40 else text[:37] + "…"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _object(value: object, where: str) -> dict[str, Any]:
@@ -143,6 +160,20 @@ def _status(value: object, where: str) -> str:
     return str(value)
 
 
+def _timestamp(value: object, where: str) -> str | None:
+    """An ISO 8601 time, kept as sent; checked here so that replays can be told from
+    new events by comparing times (a time without a zone counts as UTC)."""
+    if value is None:
+        return None
+    text = _string(value, where, limit=64)
+    assert text is not None
+    try:
+        datetime.fromisoformat(text.strip()).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise PayloadError(f"{where}: {_short(text)} is not an ISO 8601 time") from None
+    return text.strip()
+
+
 # -- the three forms ------------------------------------------------------------
 
 
@@ -193,69 +224,180 @@ def parse_alertmanager(data: object, limits: Limits) -> list[Alert]:
             status=_status(item.get("status"), f"{where}.status"),
             fingerprint=_string(item.get("fingerprint"), f"{where}.fingerprint",
                                 limit=MAX_FINGERPRINT_CHARS, required=False) or "",
-            starts_at=_string(item.get("startsAt"), f"{where}.startsAt", limit=64,
-                              required=False),
+            starts_at=_timestamp(item.get("startsAt"), f"{where}.startsAt"),
             group_key=group_key, source="alertmanager"))
     return out
 
 
-#: PagerDuty v3 event types that start runs, and the one that resolves.
-PD_FIRING = ("incident.triggered", "incident.reopened")
-PD_RESOLVED = "incident.resolved"
+#: PagerDuty v3 event types that start runs (a new incident, or one reopened after it
+#: was resolved) and the one that resolves. Every other event type, documented or added
+#: by PagerDuty later, says something about who works on an incident, its notes,
+#: priority, fields, workflows, or a service's settings: none of that means something
+#: broke or was fixed, so those events are journaled as ``ignored`` and start nothing.
+PD_FIRING = frozenset({"incident.triggered", "incident.reopened"})
+PD_RESOLVED = frozenset({"incident.resolved"})
+MAX_EVENT_ID_CHARS = 128
 
 
 def parse_pagerduty(data: object, limits: Limits, *, name_field: str = "title") -> list[Alert]:
-    """A PagerDuty v3 webhook event about an incident, as one alert.
+    """A PagerDuty v3 webhook event, as one alert.
 
-    The name is ``event.data.<name_field>`` (default: the incident title); labels are
-    the incident's service, urgency, priority, status, number, id, escalation policy
-    and the event type; the fingerprint is the incident id, so every event about one
-    incident deduplicates together. Events other than triggered, reopened and resolved
-    (acknowledged, annotated, pings …) are journaled as ``ignored``.
+    For an event about an incident the fingerprint is the incident id, so every event
+    about one incident deduplicates together; the name is ``event.data.<name_field>``
+    (default: the incident title) for events that carry the incident itself, and the
+    incident reference's summary (its title) for those that carry a note, a responder,
+    a status update, a task, a workflow and the like. Labels: the incident's service,
+    urgency, priority, status, number, id, escalation policy, and the event type.
+
+    Triggered and reopened events fire, resolved resolves, and every other event type
+    is accepted and journaled as ``ignored``: PagerDuty drops a delivery answered 4xx
+    and disables the subscription after three in a row, so only a body that is not a
+    v3 event at all, or a firing/resolving event without its incident, is refused.
     """
     body = _object(data, "body")
     event = _object(body.get("event"), "event")
     event_type = _string(event.get("event_type"), "event.event_type", limit=128)
     assert event_type is not None
-    incident = event.get("data")
-    if event_type == "pagey.ping" or incident is None:
-        return [Alert(name=event_type, status=IGNORED, source="pagerduty",
-                      fingerprint=str(event.get("id") or event_type)[:MAX_FINGERPRINT_CHARS],
-                      note=f"PagerDuty {event_type} event: starts nothing")]
-    incident = _object(incident, "event.data")
-    value: object = incident
-    for part in name_field.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    name = _string(value, f"event.data.{name_field}", limit=MAX_NAME_CHARS)
-    assert name is not None
+    event_id = _string(event.get("id"), "event.id", limit=MAX_EVENT_ID_CHARS, required=False)
+    occurred = _timestamp(event.get("occurred_at"), "event.occurred_at")
+    payload = event.get("data")
+    payload = {} if payload is None else _object(payload, "event.data")
+    deliveries = (f"pagerduty:event:{event_id}",) if event_id else ()
+    if event_type in PD_FIRING or event_type in PD_RESOLVED:
+        alert = _pd_incident(event_type, payload, limits, name_field)
+    else:
+        alert = _pd_other(event_type, payload, limits, name_field, fallback=event_id)
+    return [Alert(name=alert.name, labels=alert.labels, annotations=alert.annotations,
+                  status=alert.status, fingerprint=alert.fingerprint, source="pagerduty",
+                  note=alert.note, starts_at=occurred, deliveries=deliveries)]
+
+
+def _pd_incident(event_type: str, incident: dict[str, Any], limits: Limits,
+                 name_field: str) -> Alert:
+    """A firing or resolving event: it must carry the incident, with an id and a name."""
+    name = _lookup(incident, name_field)
+    if not (isinstance(name, str) and name.strip()):
+        name = incident.get("title", name)
+    if not isinstance(name, str):
+        raise PayloadError(f"event.data.{name_field}: expected a string, got "
+                           f"{_json_type(name)}")
+    if not name.strip():
+        raise PayloadError(f"event.data.{name_field}: must not be empty")
+    if len(name) > limits.max_annotation_chars:  # a longer name is kept whole as "title"
+        raise PayloadError(f"event.data.{name_field}: {len(name)} characters, at most "
+                           f"{limits.max_annotation_chars} allowed")
     incident_id = _string(incident.get("id"), "event.data.id", limit=MAX_FINGERPRINT_CHARS)
     assert incident_id is not None
-    labels: dict[str, str] = {"event_type": event_type, "incident_id": incident_id}
-    for label, path in (("service", ("service", "summary")), ("service_id", ("service", "id")),
-                        ("urgency", ("urgency",)), ("priority", ("priority", "summary")),
-                        ("status", ("status",)), ("incident_number", ("number",)),
-                        ("escalation_policy", ("escalation_policy", "summary"))):
-        found: object = incident
-        for part in path:
-            found = found.get(part) if isinstance(found, dict) else None
-        if isinstance(found, str | int) and not isinstance(found, bool) and str(found):
-            labels[label] = str(found)
-    annotations: dict[str, str] = {"title": str(incident.get("title") or name)}
-    for key in ("html_url", "incident_key"):
-        if isinstance(incident.get(key), str):
-            annotations[key] = incident[key]
-    labels = _labels(labels, "labels (from event.data)", limits)
-    annotations = _annotations(annotations, "annotations (from event.data)", limits)
-    if event_type in PD_FIRING:
-        status, note = FIRING, None
-    elif event_type == PD_RESOLVED:
-        status, note = RESOLVED, None
-    else:
-        status, note = IGNORED, f"PagerDuty {event_type} event: starts nothing"
-    occurred = event.get("occurred_at")
-    return [Alert(name=name, labels=labels, annotations=annotations, status=status,
-                  fingerprint=incident_id, source="pagerduty", note=note,
-                  starts_at=occurred[:64] if isinstance(occurred, str) else None)]
+    status = FIRING if event_type in PD_FIRING else RESOLVED
+    return Alert(name=_clip(name.strip(), MAX_NAME_CHARS),
+                 labels=_pd_labels(event_type, incident, limits),
+                 annotations=_pd_annotations(incident, limits, title=name),
+                 status=status, fingerprint=incident_id)
+
+
+def _pd_other(event_type: str, payload: dict[str, Any], limits: Limits, name_field: str,
+              *, fallback: str | None) -> Alert:
+    """Any other event: journaled with what it names (its incident or its service)."""
+    incident = payload if _is_incident(payload) else None
+    reference = incident or _incident_reference(payload)
+    labels = _pd_labels(event_type, incident or {}, limits)
+    fingerprint: str | None = None
+    name: object = None
+    if incident is not None:
+        name = _lookup(incident, name_field)
+        if not (isinstance(name, str) and name.strip()):
+            name = incident.get("title")
+    if reference is not None:
+        fingerprint = _text(reference.get("id"), MAX_FINGERPRINT_CHARS)
+        if fingerprint:
+            labels["incident_id"] = _clip(fingerprint, limits.max_label_chars)
+        if not (isinstance(name, str) and name.strip()):
+            name = reference.get("summary")
+    service = payload.get("service")
+    if not isinstance(service, dict):
+        service = payload if event_type.startswith("service.") else {}
+    if "service_id" not in labels:  # a workflow's service, or a service event's own
+        service_id = _text(service.get("id"), MAX_FINGERPRINT_CHARS - 8)
+        summary = _text(service.get("summary"), limits.max_label_chars)
+        if service_id:
+            labels["service_id"] = _clip(service_id, limits.max_label_chars)
+        if summary:
+            labels["service"] = summary
+        if reference is None and service_id:
+            fingerprint = f"service:{service_id}"
+            name = summary
+    annotations = _pd_annotations(incident or {}, limits, title=None)
+    for key in ("content", "message"):  # a note, a status update, a responder request
+        text = _text(payload.get(key), limits.max_annotation_chars)
+        if text:
+            annotations[key] = text
+    shown = name.strip() if isinstance(name, str) and name.strip() else event_type
+    return Alert(name=_clip(shown, MAX_NAME_CHARS), labels=labels, annotations=annotations,
+                 status=IGNORED, fingerprint=fingerprint or fallback or event_type,
+                 note=f"PagerDuty {event_type} event: starts nothing")
+
+
+def _lookup(data: dict[str, Any], dotted: str) -> object:
+    value: object = data
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _text(value: object, limit: int) -> str | None:
+    """A non-empty string from PagerDuty's own data, clipped rather than refused."""
+    if isinstance(value, str) and value.strip():
+        return _clip(value, limit)
+    return None
+
+
+def _is_incident(payload: dict[str, Any]) -> bool:
+    if "type" in payload:
+        return bool(payload["type"] == "incident")
+    return isinstance(payload.get("id"), str) and isinstance(payload.get("title"), str)
+
+
+def _incident_reference(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The incident an event's data points at (a note's, a responder's, a task's …)."""
+    reference = payload.get("incident")
+    if isinstance(reference, dict):
+        return reference
+    assignments = payload.get("incident_role_assignments")
+    if isinstance(assignments, list) and assignments and isinstance(assignments[0], dict) \
+            and isinstance(assignments[0].get("incident"), dict):
+        found: dict[str, Any] = assignments[0]["incident"]
+        return found
+    return None
+
+
+def _pd_labels(event_type: str, incident: dict[str, Any], limits: Limits) -> dict[str, str]:
+    """The incident's fields that runbooks match on; values are PagerDuty's own, so a
+    long one is clipped, never a reason to refuse the event."""
+    labels = {"event_type": _clip(event_type, limits.max_label_chars)}
+    for label, path in (("incident_id", "id"), ("service", "service.summary"),
+                        ("service_id", "service.id"), ("urgency", "urgency"),
+                        ("priority", "priority.summary"), ("status", "status"),
+                        ("incident_number", "number"),
+                        ("escalation_policy", "escalation_policy.summary")):
+        found = _lookup(incident, path)
+        if isinstance(found, int) and not isinstance(found, bool):
+            found = str(found) if abs(found) < 10 ** 18 else None
+        text = _text(found, limits.max_label_chars)
+        if text:
+            labels[label] = text
+    return labels
+
+
+def _pd_annotations(incident: dict[str, Any], limits: Limits, *,
+                    title: str | None) -> dict[str, str]:
+    annotations: dict[str, str] = {}
+    for key, value in (("title", title or incident.get("title")),
+                       ("html_url", incident.get("html_url")),
+                       ("incident_key", incident.get("incident_key"))):
+        text = _text(value, limits.max_annotation_chars)
+        if text:
+            annotations[key] = text
+    return annotations
 
 
 PARSERS = {"generic": parse_generic, "alertmanager": parse_alertmanager}
@@ -268,7 +410,7 @@ def decode_json(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise PayloadError(f"body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise PayloadError(f"body is not valid JSON: {exc.msg} at line {exc.lineno} column "
                            f"{exc.colno}") from None
@@ -276,6 +418,45 @@ def decode_json(body: bytes) -> Any:
         raise PayloadError("body is nested too deeply") from None
     except ValueError as exc:  # e.g. an integer with too many digits
         raise PayloadError(f"body is not acceptable JSON: {str(exc)[:120]}") from None
+    if _SURROGATE_ESCAPE.search(text):
+        _refuse_surrogates(data)
+    return data
+
+
+#: JSON's \ud800-\udfff escapes: valid text only as pairs. A strict UTF-8 body holds
+#: no surrogate otherwise, so only bodies with such an escape need the walk below.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _refuse_surrogates(data: Any) -> None:
+    """A lone surrogate (``"\\ud800"``) parses into a string no UTF-8 writer can take:
+    not the journal, the answer or the log. Refuse it here, naming where it is."""
+    stack: list[tuple[Any, str]] = [(data, "body")]
+    while stack:  # iterative: the depth is the sender's choice
+        value, where = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                shown = f"{where}.{_printable(key)}"
+                _check_text(key, f"{shown} (the key)")
+                stack.append((item, shown))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
+        elif isinstance(value, str):
+            _check_text(value, where)
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PayloadError(f"{_clip(where, 200)}: a lone UTF-16 surrogate "
+                           f"(\\u{ord(text[exc.start]):04x}) at character {exc.start} is "
+                           f"not valid Unicode") from None
+
+
+def _printable(key: str) -> str:
+    return _clip(key.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace"),
+                 60)
 
 
 def _no_constant(name: str) -> Any:

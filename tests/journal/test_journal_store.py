@@ -23,7 +23,7 @@ from selfdrive.journal import (
     process_identity,
 )
 from selfdrive.journal.migrations import migrations
-from selfdrive.sdk.errors import HaltedError, JournalError, JournalLockedError
+from selfdrive.sdk.errors import DuplicateRunError, HaltedError, JournalError, JournalLockedError
 
 S = RunState
 GENESIS = "0" * 64
@@ -436,8 +436,9 @@ def test_duplicate_run_id_or_dedup_key_is_refused(journal):
     new_run(journal, "run-1", dedup_key="alert:DiskFull:web1")
     with pytest.raises(JournalError, match="not recorded"):
         new_run(journal, "run-1")
-    with pytest.raises(JournalError, match="not recorded"):
+    with pytest.raises(DuplicateRunError, match="not recorded") as taken:
         new_run(journal, "run-2", dedup_key="alert:DiskFull:web1")
+    assert taken.value.run_id == "run-1"  # who holds the key: a duplicate, not a failure
     assert [r.id for r in journal.runs()] == ["run-1"]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -104,6 +105,28 @@ class Project:
         finally:
             conn.close()
 
+    def refusals(self, since_id: int = 0) -> tuple[int, int]:
+        """(journal rows, requests they stand for) of refused requests after ``since_id``."""
+        columns = {c["name"] for c in self.rows("PRAGMA table_info(alerts)")}
+        each = "COALESCE(requests, 1)" if "requests" in columns else "1"  # before sampling
+        [row] = self.rows(f"SELECT COUNT(*) AS n, COALESCE(SUM({each}), 0) AS r "
+                          f"FROM alerts WHERE status = 'refused' AND id > ?", (since_id,))
+        return int(row["n"]), int(row["r"])
+
+    def wait_refusals(self, requests: int, *, since_id: int = 0,
+                      timeout: float = 10) -> tuple[int, int]:
+        """Until the journal counts ``requests`` refusals after ``since_id`` (the receiver
+        journals its counts about once a second); returns (rows, requests)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.refusals(since_id)
+            if found[1] >= requests or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
+    def last_alert_id(self) -> int:
+        return int(self.rows("SELECT COALESCE(MAX(id), 0) AS n FROM alerts")[0]["n"])
+
     # -- the CLI -------------------------------------------------------------------
 
     def sd(self, *args: str, env: dict[str, str] | None = None,
@@ -187,6 +210,37 @@ def request(url: str, payload: Any = None, *, method: str = "POST", raw: bytes |
             status = resp.status
     except urllib.error.HTTPError as exc:
         body, status = exc.read(), exc.code
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body.decode(errors="replace")
+
+
+def raw_http(base: str, data: bytes, *, shut_write: bool = False, timeout: float = 10,
+             source: str | None = None) -> tuple[int, Any]:
+    """Bytes straight onto a socket (what urllib will not send: lies, odd bytes, half a
+    body), from the loopback address ``source`` if given; returns (status, parsed JSON
+    body or text) of the answer, (0, "") for none."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout,
+                                  source_address=(source, 0) if source else None) as sock:
+        try:
+            sock.sendall(data)
+            if shut_write:
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # refused early: the answer may still be there to read
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except OSError:
+            pass
+    answer = b"".join(chunks)
+    if not answer:
+        return 0, ""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
     try:
         return status, json.loads(body)
     except ValueError:

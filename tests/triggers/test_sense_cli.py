@@ -92,6 +92,29 @@ def test_trigger_resolved_and_unmatched_alerts_start_nothing(project: Project,
     assert [a["status"] for a in listed] == ["firing", "resolved"]
 
 
+def test_runs_and_the_alerts_that_started_them_name_each_other(project: Project) -> None:
+    proc = project.sd("trigger", "HighLatency", "-l", "service=web", "--json")
+    assert proc.returncode == 0, explain(proc)
+    out = json.loads(proc.stdout)
+    alert_id, run_ids = out["alert"]["id"], [r["run"]["id"] for r in out["runs"]]
+    assert len(run_ids) == 2
+    by_hand = project.sd("run", "restart-service", "-p", "service=db", "--yes", "--json")
+    assert by_hand.returncode == 0, explain(by_hand)
+    hand_id = json.loads(by_hand.stdout)["run"]["id"]
+    project.sd("trigger", "HighLatency", "-l", "service=web")  # a duplicate: links, no run
+
+    history = json.loads(project.sd("history", "--json").stdout)
+    assert {r["id"]: r["alert_id"] for r in history} == {
+        **dict.fromkeys(run_ids, alert_id), hand_id: None}
+    assert f"alert #{alert_id}" in project.sd("history").stdout
+    logs = json.loads(project.sd("logs", run_ids[0], "--json").stdout)
+    assert logs["run"]["alert_id"] == alert_id
+    shown = json.loads(project.sd("alerts", "show", str(alert_id), "--json").stdout)
+    assert shown["run_ids"] == run_ids
+    listed = {a["id"]: a["run_ids"] for a in json.loads(project.sd("alerts", "--json").stdout)}
+    assert listed == {alert_id: run_ids, alert_id + 1: []}
+
+
 def test_bad_input_is_exit_2_naming_it(project: Project) -> None:
     proc = project.sd("trigger", "HighLatency", "-l", "service")
     assert proc.returncode == 2 and "-l 'service': expected key=value" in proc.stderr

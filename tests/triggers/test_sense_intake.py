@@ -17,7 +17,7 @@ from selfdrive.notify.webhook import Notifier
 from selfdrive.sdk.errors import JournalLockedError
 from selfdrive.triggers.intake import AlertIntake
 from selfdrive.triggers.payloads import Alert
-from selfdrive.triggers.receiver import Credentials, ReceiverApp
+from selfdrive.triggers.receiver import OTHER_ADDRESSES, Credentials, ReceiverApp, RefusalLedger
 
 BOOKS = '''
 @runbook(risk=Risk.LOW, domain="storage",
@@ -279,3 +279,91 @@ def test_claims_a_dead_receiver_queued_are_started_again_or_abandoned(
         take.run(job)
     assert {c["outcome"] for c in take.journal.alert_claims(alert_id=fresh.alert_id)} == \
         {"started"}
+
+
+def test_a_resolved_alert_replayed_as_firing_starts_nothing_but_a_new_firing_does(
+        project: Project) -> None:
+    clock = Clock(datetime(2026, 11, 25, 10, 0, tzinfo=UTC))
+    take = intake(project, clock=clock)
+
+    def am(status: str, began: str) -> Alert:  # as Alertmanager sends it
+        return Alert("Needs", {"count": "3"}, status=status, fingerprint="am-needs",
+                     source="alertmanager", starts_at=began)
+
+    assert [c["outcome"] for c in fire(take, am("firing", "2026-11-25T09:58:00Z"))] == \
+        ["started"]
+    clock.now += timedelta(minutes=1)
+    [resolved] = take.receive([am("resolved", "2026-11-25T09:58:00Z")])
+    # Past the dedup window, the firing notification arrives again (a retry delivered
+    # late, or a captured request replayed): it began before the resolution.
+    clock.now += timedelta(minutes=11)
+    [again] = take.receive([am("firing", "2026-11-25T09:58:00.000000000Z")])
+    assert again.jobs == () and again.claims == ()
+    row = take.journal.get_alert(again.alert_id)
+    assert row is not None and row["status"] == "ignored"
+    assert f"not after alert #{resolved.alert_id} resolved" in row["reason"]
+    # The same alert firing anew begins after the resolution: that starts a run.
+    assert [c["outcome"] for c in fire(take, am("firing", "2026-11-25T10:11:30Z"))] == \
+        ["started"]
+    assert len(take.journal.runs(runbook="needs-int")) == 2
+
+
+def test_a_claim_whose_run_an_orphaned_worker_recorded_is_a_linked_duplicate(
+        project: Project) -> None:
+    dead_receiver = intake(project)
+    [received] = dead_receiver.receive([Alert("Needs", {"count": "7"})])
+    [job] = received.jobs
+    # Its receiver died with the job handed to a worker that has not recorded the run
+    # yet; a new receiver finds the claim queued by a dead owner and queues it again.
+    dead = dead_receiver.journal.owner.rsplit(":", 2)[0] + ":999999999:1"
+    with dead_receiver.journal._write("test") as conn:
+        conn.execute("UPDATE alert_runs SET owner = ?", (dead,))
+    new_receiver = intake(project)
+    [again] = new_receiver.orphaned_jobs()
+    assert again.claim_id == job.claim_id
+    # Meanwhile the orphaned worker records and finishes the run …
+    orphan = dead_receiver.run(job)
+    assert orphan.run is not None and orphan.run.status.value == "succeeded"
+    # … so the new receiver's attempt is a duplicate of it, linked, and nothing runs twice.
+    result = new_receiver.run(again)
+    assert result.error is None and result.run is not None and result.run.id == orphan.run.id
+    [claim] = new_receiver.journal.alert_claims(alert_id=received.alert_id)
+    assert claim["outcome"] == "duplicate" and claim["run_id"] == orphan.run.id
+    assert f"a duplicate of run {orphan.run.id}" in claim["detail"]
+    assert "succeeded" in claim["detail"] and "UNIQUE" not in claim["detail"]
+    assert [r.id for r in new_receiver.journal.runs(runbook="needs-int")] == [orphan.run.id]
+
+
+def test_refusals_are_counted_on_one_row_per_address_per_minute(project: Project) -> None:
+    now = [1_800_000_000.0]  # the first second of a minute
+    logged: list[str] = []
+    ledger = RefusalLedger(project.journal(), log=logged.append, clock=lambda: now[0],
+                           flush_every=3600)
+
+    def refuse(remote: str, times: int) -> None:
+        for _ in range(times):
+            ledger.refuse(source="alertmanager", reason="missing or wrong credentials",
+                          status=401, remote=remote)
+
+    def rows() -> dict[str, list[int]]:
+        found: dict[str, list[int]] = {}
+        for r in project.rows("SELECT remote, requests FROM alerts WHERE status = 'refused' "
+                              "ORDER BY id"):
+            found.setdefault(r["remote"], []).append(r["requests"])
+        return found
+
+    refuse("10.0.0.1", 50)  # a misconfigured sender retrying …
+    for i in range(40):  # … and many addresses at once: 16 rows a minute, then one
+        refuse(f"10.1.0.{i}", 1)
+    ledger.flush()
+    first = rows()
+    assert first["10.0.0.1"] == [50]
+    assert len(first) == 17 and first[OTHER_ADDRESSES] == [40 - 15]
+    refuse("10.0.0.1", 10)
+    ledger.flush()
+    assert rows()["10.0.0.1"] == [60] and len(rows()) == 17  # the same row, counted on
+    now[0] += 60
+    refuse("10.0.0.1", 1)
+    ledger.close()
+    assert rows()["10.0.0.1"] == [60, 1]  # a new minute: a new row
+    assert len(logged) <= 2 * 18  # the log, too: lines per row, not per request

@@ -10,11 +10,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sense_support import Project, Server, alertmanager, clean_env, explain, request
+from sense_support import Project, Server, alertmanager, clean_env, explain, raw_http, request
 
 MARK = '''
 @runbook(risk=Risk.LOW, triggers=[
@@ -176,8 +177,9 @@ def _hostile(rng: random.Random) -> tuple[str, bytes, str]:
     if kind == "types":
         body: Any = json.loads(json.dumps(valid))
         if endpoint == "/alerts":
-            body[rng.choice(["name", "labels", "status"])] = rng.choice(
-                [j for j in junk if not isinstance(j, dict) or j])
+            spoilt = rng.choice(["name", "labels", "status"])
+            body[spoilt] = rng.choice([j for j in junk if (not isinstance(j, dict) or j)
+                                       and (j is not None or spoilt != "labels")])
             if isinstance(body.get("labels"), dict) and body["labels"] == {"host": "h"} \
                     and isinstance(body.get("name"), str):
                 body["labels"] = {"host": rng.choice([1, None, ["x"], {"y": 1}])}
@@ -238,7 +240,7 @@ def _hostile(rng: random.Random) -> tuple[str, bytes, str]:
 
 def test_200_hostile_bodies_leave_the_server_up_and_answering(open_server: Server) -> None:
     project = open_server.project
-    before = project.rows("SELECT COUNT(*) AS n FROM alerts WHERE status = 'refused'")[0]["n"]
+    before = project.last_alert_id()
     rng = random.Random(20261125)
     answers = []
     for _ in range(200):
@@ -249,10 +251,11 @@ def test_200_hostile_bodies_leave_the_server_up_and_answering(open_server: Serve
         assert 400 <= status < 500, (status, body, endpoint, raw[:200])
         assert isinstance(body, dict) and body["error"], body
     assert open_server.alive()
-    after = project.rows("SELECT COUNT(*) AS n FROM alerts WHERE status = 'refused'")[0]["n"]
-    assert after - before == 200  # each refusal journaled with its reason …
+    # Every refusal counted, on one row per source address per minute, with a reason …
+    rows, requests = project.wait_refusals(200, since_id=before)
+    assert requests == 200 and rows <= 2
     reasons = project.rows("SELECT reason, http_status FROM alerts WHERE status = 'refused' "
-                           "ORDER BY id DESC LIMIT 200")
+                           "AND id > ?", (before,))
     assert all(r["reason"] and len(r["reason"]) < 400 for r in reasons)  # … never the body
     assert {r["http_status"] for r in reasons} <= {400, 413, 415}
 
@@ -267,12 +270,21 @@ def test_200_hostile_bodies_leave_the_server_up_and_answering(open_server: Serve
 
 def test_an_oversized_body_gets_413_and_a_journal_row_without_the_body(
         open_server: Server) -> None:
-    raw = json.dumps({"name": "DiskFull", "labels": {"host": "y" * (1024 * 1024)}}).encode()
-    status, body = request(f"{open_server.base}/alerts", raw=raw)
-    assert status == 413, body
-    assert "max_body" in body["error"]
-    [row] = open_server.project.rows("SELECT * FROM alerts ORDER BY id DESC LIMIT 1")
+    project = open_server.project
+    body = json.dumps({"name": "DiskFull", "labels": {"host": "y" * (1024 * 1024)}}).encode()
+    head = (f"POST /alerts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    # From an address of its own: refusals are counted on one row per address per minute.
+    status, answer = raw_http(open_server.base, head + body, source="127.0.0.2")
+    assert status == 413, answer
+    assert "max_body" in answer["error"]
+    deadline = time.monotonic() + 10
+    while not (rows := project.rows("SELECT * FROM alerts WHERE remote = '127.0.0.2'")):
+        assert time.monotonic() < deadline, "the refusal was not journaled"
+        time.sleep(0.05)
+    [row] = rows
     assert row["status"] == "refused" and row["http_status"] == 413
+    assert row["requests"] == 1 and "max_body" in row["reason"]
     assert "yyyy" not in row["reason"] and row["labels"] is None
 
 
@@ -335,8 +347,9 @@ def test_a_wrong_token_gets_401_and_no_run(auth_server: Server) -> None:
         assert "credentials" in answer["error"]
     auth_server.wait_idle()
     assert _runs_for(project, "auth1") == []
+    assert project.wait_refusals(5)[1] >= 5
     refused = project.rows("SELECT * FROM alerts WHERE status = 'refused'")
-    assert len(refused) >= 5 and all(r["http_status"] == 401 for r in refused)
+    assert all(r["http_status"] == 401 for r in refused)
     dump = "\n".join(line for line in sqlite3.connect(project.journal_path).iterdump())
     assert TOKEN not in dump and "Bearer" not in dump
 
@@ -356,8 +369,8 @@ def test_a_wrong_token_gets_401_and_no_run(auth_server: Server) -> None:
 
 def _pagerduty(event_type: str = "incident.triggered", number: int = 7) -> bytes:
     return json.dumps({"event": {
-        "id": "01DEN3UU4GM5D3R0T7ML5YQZQ1", "event_type": event_type,
-        "resource_type": "incident", "occurred_at": "2026-11-25T10:00:00.000Z",
+        "id": f"01DEN3UU4GM5D3R0T7ML5YQ{number:03d}", "event_type": event_type,
+        "resource_type": "incident", "occurred_at": _now(),
         "agent": None, "client": None,
         "data": {"id": "PGR0VU2", "type": "incident", "number": number,
                  "title": "Disk full on web9", "status": "triggered", "urgency": "high",
@@ -366,6 +379,10 @@ def _pagerduty(event_type: str = "incident.triggered", number: int = 7) -> bytes
                              "type": "service_reference"},
                  "priority": {"id": "PSO75BM", "summary": "P1"},
                  "escalation_policy": {"id": "PUS0KTE", "summary": "Default"}}}}).encode()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _sign(body: bytes, secret: str = PD_SECRET) -> str:
@@ -430,5 +447,181 @@ def test_a_locked_journal_answers_503_so_the_sender_retries(tmp_path: Path) -> N
         assert status == 202, answer
         server.wait_idle()
         assert (project.root / "marks" / "locked").read_text() == "locked\n"
+    finally:
+        server.stop()
+
+
+# -- what nobody should be able to do without credentials ----------------------------
+
+
+def test_refused_requests_are_counted_on_one_row_not_one_row_each(tmp_path: Path) -> None:
+    project = Project(tmp_path / "proj", extra=AUTH)
+    project.runbook(MARK.format(marks=_marks(project)))
+    server = Server(project, env=clean_env(SELFDRIVE_RECEIVER_TOKEN=TOKEN,
+                                           SELFDRIVE_RECEIVER_PASSWORD=PASSWORD,
+                                           SELFDRIVE_PAGERDUTY_SECRET=PD_SECRET))
+    try:
+        url = f"{server.base}/alerts/alertmanager"
+        body = alertmanager("DiskFull", {"host": "nope", "severity": "page"})
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        statuses = [request(url, body, headers={"Authorization": "Bearer wrong"})[0]
+                    for _ in range(50)]  # a misconfigured Alertmanager, retrying
+        statuses += [request(f"{server.base}/alerts/pagerduty", raw=_pagerduty(),
+                             headers={"X-PagerDuty-Signature": "v1=00"})[0]
+                     for _ in range(10)]
+        statuses += [request(url, raw=b"{not json", headers=good)[0] for _ in range(10)]
+        statuses += [request(url, raw=b"x" * (2 * 1024 * 1024), headers=good)[0]
+                     for _ in range(3)]
+        assert statuses == [401] * 60 + [400] * 10 + [413] * 3
+        rows, requests = project.wait_refusals(73)
+        assert requests == 73 and rows <= 2  # one row per address per minute
+        assert "refused a request" in server.log
+        assert server.log.count("refused a request") <= 2  # the log is sampled too
+        server.wait_idle()
+        assert _runs_for(project, "nope") == []
+        listed = project.sd("alerts", "--json")
+        assert sum(a["requests"] for a in json.loads(listed.stdout)) == 73, explain(listed)
+    finally:
+        server.stop()
+
+
+def test_hostile_bytes_get_a_json_4xx_never_a_500_or_a_reset(open_server: Server) -> None:
+    project = open_server.project
+    base = open_server.base
+    before = project.last_alert_id()
+    counted = project.wait_refusals(1)[1]  # what earlier tests refused is journaled by now
+    surrogate = '"x\\ud800y"'
+    for endpoint, text, where in (
+            ("/alerts", '{"name": ' + surrogate + '}', "body.name"),
+            ("/alerts", '{"name": "DiskFull", "labels": {' + surrogate + ': "v"}}',
+             "body.labels.x\\ud800y (the key)"),
+            ("/alerts/alertmanager", json.dumps(alertmanager("DiskFull", {"host": "h"}))
+             .replace('"host": "h"', '"host": ' + surrogate),
+             "body.alerts[0].labels.host"),
+            ("/alerts/pagerduty", _pagerduty().decode().replace('"Disk full on web9"',
+                                                                  surrogate),
+             "body.event.data.title")):
+        status, answer = request(f"{base}{endpoint}", raw=text.encode())
+        assert status == 400, (endpoint, answer)
+        assert answer["error"].startswith(where) and "surrogate" in answer["error"], answer
+
+    for endpoint, raw, headers, why in (
+            ("/alerts", b'{"name": 1e999999}', {}, "name: expected a string, got a number"),
+            ("/alerts", b'{"name": "D", "labels": {"n": ' + b"9" * 5000 + b"}}", {},
+             "not acceptable JSON"),
+            ("/alerts/pagerduty", _pagerduty(), {"X-Webhook-Id": "a b"}, "X-Webhook-Id"),
+            ("/alerts", b"[" * 100_000, {}, "nested too deeply")):
+        status, answer = request(f"{base}{endpoint}", raw=raw, headers=headers)
+        assert status == 400 and why in answer["error"], (endpoint, answer)
+
+    # Bigger than waitress reads (4 x max_body and more): a JSON 413, not a reset.
+    status, answer = request(f"{base}/alerts", raw=b"x" * (5 * 1024 * 1024))
+    assert status == 413 and "receiver.max_body" in answer["error"], answer
+    chunked = (b"POST /alerts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n"
+               + b"".join(b"10000\r\n" + b"y" * 0x10000 + b"\r\n" for _ in range(40))
+               + b"0\r\n\r\n")
+    assert raw_http(base, chunked, shut_write=True)[0] == 413
+    # A Content-Length that promises more than the client sends before closing its side.
+    lie = (b"POST /alerts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Content-Length: 100\r\n\r\n{\"name\": \"D")
+    status, answer = raw_http(base, lie, shut_write=True)
+    assert status == 400 and "stopped sending" in answer["error"], answer
+    for odd in (b"POST /alerts HTTP/1.1\r\nHost: x\r\nX-Odd: a\x00b\r\n\r\n",
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+                b"POST /alerts HTTP/1.1\r\nHost: x\r\nContent-Length: 12, 13\r\n\r\n",
+                b"POST /alerts HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+                b"GET /" + b"a" * 300_000 + b" HTTP/1.1\r\n\r\n"):
+        status, answer = raw_http(base, odd, shut_write=True)
+        assert 400 <= status < 500 and answer["error"], (odd[:60], status, answer)
+
+    assert open_server.alive() and "Traceback" not in open_server.log
+    _, requests = project.wait_refusals(counted + 16)
+    assert requests == counted + 16  # each counted, on sampled rows
+    assert project.rows("SELECT id FROM alerts WHERE id > ? AND status != 'refused'",
+                        (before,)) == []
+
+
+def _more_hostile(rng: random.Random, base: str) -> tuple[int, Any]:
+    """One hostile request of any kind, sent; its (status, answer)."""
+    kind = rng.choice(["body", "body", "body", "token", "surrogate", "huge", "raw"])
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    if kind == "token":  # no or wrong credentials, or a wrong PagerDuty signature
+        endpoint = rng.choice(["/alerts", "/alerts/alertmanager", "/alerts/pagerduty"])
+        headers = rng.choice([{}, {"Authorization": "Bearer nope"},
+                              {"Authorization": "Basic \u00ff\u00fe"},
+                              {"X-PagerDuty-Signature": "v1=" + "0" * 64}])
+        return request(f"{base}{endpoint}", alertmanager("DiskFull"), headers=headers)
+    if kind == "surrogate":
+        endpoint, text = rng.choice([
+            ("/alerts", '{"name": "D\\udc00"}'),
+            ("/alerts/alertmanager", json.dumps(alertmanager("DiskFull", {"host": "h"}))
+             .replace('"h"', '"\\ud800"')),
+            ("/alerts/pagerduty", _pagerduty().decode().replace('"high"', '"\\udfff"'))])
+        raw = text.encode()
+        headers = {**good, "X-PagerDuty-Signature": _sign(raw)}
+        return request(f"{base}{endpoint}", raw=raw, headers=headers)
+    if kind == "huge":
+        return request(f"{base}/alerts", raw=b"[" * rng.randint(1, 5 * 1024 * 1024),
+                       headers=good)
+    if kind == "raw":
+        return raw_http(base, rng.choice([
+            b"POST /alerts HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"na",
+            b"POST /alerts HTTP/1.1\r\nHost: x\r\nX-Bad: \x01\x02\r\n\r\n",
+            b"\x80\x81\x82 / HTTP/1.1\r\n\r\n",
+            b"POST /alerts HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"]),
+            shut_write=True)
+    endpoint, raw, ctype = _hostile(rng)
+    headers = {**good, "Content-Type": ctype, "X-PagerDuty-Signature": _sign(raw)}
+    return request(f"{base}{endpoint}", raw=raw, headers=headers)
+
+
+@pytest.mark.slow
+def test_1000_hostile_requests_get_json_4xx_while_it_stays_healthy(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    project = Project(tmp_path / "proj", extra=AUTH)
+    project.runbook(MARK.format(marks=_marks(project)))
+    server = Server(project, env=clean_env(SELFDRIVE_RECEIVER_TOKEN=TOKEN,
+                                           SELFDRIVE_RECEIVER_PASSWORD=PASSWORD,
+                                           SELFDRIVE_PAGERDUTY_SECRET=PD_SECRET))
+    health: list[tuple[int, float]] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            began = time.monotonic()
+            status, _ = request(f"{server.base}/healthz", method="GET", timeout=10)
+            health.append((status, time.monotonic() - began))
+            done.wait(0.05)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    started = time.monotonic()
+    try:
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                answers = list(pool.map(
+                    lambda n: _more_hostile(random.Random(n), server.base), range(1000)))
+            elapsed = time.monotonic() - started
+        finally:
+            done.set()
+            prober.join()
+        bad = [(n, a) for n, a in enumerate(answers)
+               if not (400 <= a[0] < 500 and isinstance(a[1], dict) and a[1].get("error"))]
+        assert bad == [], bad[:5]
+        assert elapsed < 60, elapsed
+        assert len(health) > 10 and {s for s, _ in health} == {200}
+        assert max(t for _, t in health) < 5, sorted(t for _, t in health)[-5:]
+        rows, requests = project.wait_refusals(1000)
+        assert requests == 1000 and rows <= 3  # one row per address per minute
+        assert project.rows("SELECT id FROM alerts WHERE status != 'refused'") == []
+        body = alertmanager("DiskFull", {"host": "after", "severity": "page"})
+        status, answer = request(f"{server.base}/alerts/alertmanager", body,
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+        assert status == 202, answer
+        server.wait_idle()
+        assert (project.root / "marks" / "after").read_text() == "after\n"
+        assert "Traceback" not in server.log and "internal error" not in server.log
     finally:
         server.stop()
