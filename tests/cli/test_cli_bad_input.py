@@ -125,6 +125,27 @@ def test_bad_config_value_is_named(proj: Project) -> None:
     proj.assert_nothing_written()
 
 
+def test_an_endless_config_file_is_refused_quickly(proj: Project) -> None:
+    proc = proj.sd("--config", "/dev/zero", "list", timeout=20)
+    _stderr_says(proc, "/dev/zero: larger than 1 MiB")
+    proj.assert_nothing_written()
+
+
+def test_an_absurd_config_duration_is_named(proj: Project) -> None:
+    path = proj.config(team_config("L4", extra='[approvals]\nexpiry = "999999999999d"\n'))
+    proc = proj.sd("run", "clean-cache", "-p", "path=/tmp", "--yes")
+    _stderr_says(proc, f"{path}: approvals.expiry: ", "'999999999999d' is too long")
+    proj.assert_nothing_written()
+
+
+@pytest.mark.parametrize("days", ["9" * 30, "9" * 5000])
+def test_an_absurd_integer_parameter_is_named(proj: Project, tmp_path: Path, days: str) -> None:
+    proc = proj.sd("run", "clean-cache", "-p", f"path={tmp_path}", "-p", f"days={days}", "--yes")
+    _stderr_says(proc, "parameter 'days'")
+    assert len(proc.stderr) < 500, explain(proc)  # the value is not echoed whole
+    proj.assert_nothing_written()
+
+
 def test_no_config_anywhere(tmp_path: Path) -> None:
     bare = Project(tmp_path / "bare")
     if any((d / "selfdrive.toml").exists() for d in bare.root.parents):
