@@ -55,9 +55,9 @@ def kill_runaway_process(ctx: Context,
     """Stop runaway processes (CPU or memory past a threshold), never protected ones.
 
     Candidates are processes whose whole command line (however long, read as UTF-8)
-    matches `match` (a regular expression) and that use at least `min_cpu_percent` CPU (ps's %CPU: CPU time over
-    the process's lifetime) and, when given, at least `min_rss_mb` MiB of memory; the
-    hungriest go first, at most `max_kills` of them.
+    matches `match` (a regular expression) and that use at least `min_cpu_percent`
+    CPU (ps's %CPU: CPU time over the process's lifetime) and, when given, at least
+    `min_rss_mb` MiB of memory; the hungriest go first, at most `max_kills` of them.
 
     Each gets SIGTERM, then SIGKILL if it is still there after `grace_seconds`.
     Every signal is sent only if the pid still belongs to the process chosen (same
