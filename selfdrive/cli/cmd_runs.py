@@ -209,9 +209,14 @@ def logs(run_id: str, as_json: bool) -> None:
     run = journal.get_run(run_id)
     steps = journal.steps(run.id)
     approvals = journal.approvals(run.id)
+    # Where the runbook's code failed: on its step, or on the run when it failed
+    # while planning (no step of its own).
+    run_traceback = next((e.data["traceback"] for e in reversed(journal.events(run.id))
+                          if e.data.get("traceback")), None) if run.error else None
     if as_json:
         emit_json({"run": run.as_json(), "steps": [s.as_json() for s in steps],
-                   "approvals": [a.as_json() for a in approvals]})
+                   "approvals": [a.as_json() for a in approvals],
+                   "traceback": run_traceback})
         return
     click.secho(f"run {run.id}: {run.runbook}", bold=True)
     click.echo(f"status {status(run.status.value)}, mode {run.mode}, requested by "
@@ -228,6 +233,8 @@ def logs(run_id: str, as_json: bool) -> None:
                    f"{a.plan_hash[:12]}" + (f": {a.reason}" if a.reason else ""))
     if run.error:
         click.secho(f"error: {run.error}", fg="red")
+    if run_traceback and not any(_traceback(st) for st in steps):
+        _echo_traceback(run_traceback, "  ")
     click.echo("")
     for st in steps:
         label = st.command or st.name or ""
@@ -246,6 +253,19 @@ def logs(run_id: str, as_json: bool) -> None:
                     click.echo(f"      {stream}| {line}")
         if st.error:
             click.secho(f"      {st.error}", fg="red")
+        if traceback := _traceback(st):
+            _echo_traceback(traceback, "      ")
+
+
+def _traceback(step: Any) -> str | None:
+    data = step.data
+    return data.get("traceback") if step.kind != "note" and isinstance(data, dict) else None
+
+
+def _echo_traceback(text: str, indent: str) -> None:
+    click.echo(f"{indent}Traceback (runbook code, most recent call last):")
+    for line in text.splitlines():
+        click.echo(f"{indent}{line}")
 
 
 @click.command()
