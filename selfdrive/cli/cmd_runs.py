@@ -50,6 +50,9 @@ def _submit(name: str, params: tuple[str, ...], *, dry_run: bool, yes: bool,
                    err=True)
     result = executor.submit(RunRequest(runbook=name, params=values, requested_by=s.actor,
                                         os_user=s.os_user, dry_run=dry_run), approver=approver)
+    if yes and result.decision.mode.value == "dry-run" and not dry_run and not as_json:
+        click.echo("--yes was not used: policy only plans this run, so there was nothing to "
+                   "approve", err=True)
     if as_json:
         emit_json(_outcome_json(result))
     else:

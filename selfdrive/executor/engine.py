@@ -40,6 +40,7 @@ from selfdrive.policy.decide import (
     Situation,
     decide,
     reads_track_record,
+    what_allows_a_run,
 )
 from selfdrive.registry.load import Registry
 from selfdrive.sdk.command import render_text
@@ -277,8 +278,11 @@ class Executor:
             if tripped:
                 self.journal.event("guardrail.tripped", actor="selfdrive", run_id=run.id,
                                    data={"guardrails": list(decision.guardrails)})
+            # Asked to run, and policy only plans it: the message says what would allow it.
+            only_planned = (what_allows_a_run(rb, self.config)
+                            if decision.mode is Mode.DRY_RUN and not request.dry_run else None)
             ended = self._end_unrun(run, plan, decision, plan_failure, planning_started,
-                                    redact, actor)
+                                    redact, actor, only_planned=only_planned)
             if ended is None and decision.mode is Mode.AUTONOMOUS:
                 start = self._start(rb, run_id, actor, lock_key, fence_halt=True)
         self.observer.message(f"decision: {decision.mode.value}")
@@ -302,7 +306,8 @@ class Executor:
 
     def _end_unrun(self, run: RunRecord, plan: Plan, decision: Decision,
                    plan_failure: Failure | None, planning_started: str, redact: Redactor,
-                   actor: str) -> tuple[int, str, RunRecord] | None:
+                   actor: str, *,
+                   only_planned: str | None) -> tuple[int, str, RunRecord] | None:
         """Where a run ends that will not run: planning failed, preconditions unmet, or
         a dry run; None for a run that goes on (to approval or to running)."""
         if plan_failure is not None:
@@ -325,6 +330,8 @@ class Executor:
             return 4, f"preconditions unmet: {unmet}", record
         if decision.mode is Mode.DRY_RUN:
             record = self.journal.transition(run.id, S.PLANNED, actor=actor)
+            if only_planned is not None:
+                return 0, f"planned only, not run: {only_planned}; nothing was changed", record
             return 0, "planned; nothing was changed", record
         return None
 
