@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, create_model
 
-from selfdrive.sdk.command import MASK
+from selfdrive.sdk.command import MASK, OPERAND_CHECK
 from selfdrive.sdk.context import Context
 from selfdrive.sdk.errors import DefinitionError, ParameterError
 from selfdrive.sdk.triggers import AlertTrigger
@@ -56,6 +56,8 @@ class Param:
         """A readable type for `show`: constraints (``Annotated`` metadata) left out."""
         ann = self.annotation
         if typing.get_origin(ann) is typing.Annotated:
+            if any(m is OPERAND_CHECK for m in ann.__metadata__):
+                return "Operand"
             ann = typing.get_args(ann)[0]
         if isinstance(ann, type):
             return ann.__name__

@@ -21,12 +21,14 @@ from selfdrive import (
     Context,
     Level,
     Mode,
+    Operand,
     Risk,
     Runbook,
     RunState,
     alert,
     runbook,
 )
+from selfdrive.sdk import Operand as SdkOperand
 from selfdrive.sdk.command import MASK
 from selfdrive.sdk.errors import DefinitionError, ParameterError, UsageError
 from selfdrive.sdk.runbook import DEFAULT_TIMEOUT, Hook
@@ -869,3 +871,29 @@ def test_shortcuts_are_illegal(a: str, b: str) -> None:
 def test_a_run_that_dies_while_running_can_be_marked_interrupted() -> None:
     assert RunState.RUNNING.can_become(RunState.INTERRUPTED)
     assert RunState.ROLLING_BACK.can_become(RunState.INTERRUPTED)
+
+
+# -- Operand -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("-rf", "must not start with '-' (a command would read it as an option)"),
+    ("--checkpoint-action=exec=sh", "must not start with '-' (a command would read it as "
+                                    "an option)"),
+    ("", "must not be empty"),
+    ("a\x00b", "must not contain a NUL byte"),
+])
+def test_an_operand_refuses_what_a_command_would_misread(value: str, message: str) -> None:
+    assert Operand is SdkOperand
+
+    @runbook(risk=Risk.LOW)
+    def pack(ctx: Context, archive: Operand, names: list[Operand] | None = None) -> None: ...
+
+    for params, loc in (({"archive": value}, "archive"),
+                        ({"archive": "a.tar", "names": ["ok", value]}, "names.1")):
+        with pytest.raises(ParameterError, match=re.escape(
+                f"parameter '{loc}': Value error, {message} (got {value!r})")):
+            pack.validate_params(params)
+    assert pack.validate_params({"archive": "a -b.tar", "names": ["x-", "./-y"]}) == {
+        "archive": "a -b.tar", "names": ["x-", "./-y"]}
+    assert pack.params[0].type_name == "Operand"
