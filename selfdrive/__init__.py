@@ -10,8 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["AlertTrigger", "Command", "CommandResult", "Context", "Level", "Mode", "Risk",
-           "RunState", "Runbook", "SecretStr", "alert", "runbook", "safe"]
+__all__ = ["AlertTrigger", "Command", "CommandResult", "Context", "Level", "Mode", "Operand",
+           "Risk", "RunState", "Runbook", "SecretStr", "alert", "runbook", "safe"]
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         Context,
         Level,
         Mode,
+        Operand,
         Risk,
         Runbook,
         RunState,

@@ -99,7 +99,8 @@ def _evidence_words(evidence: dict[str, Any]) -> str:
 @json_option
 def learn(since_text: str, stale_after: str, approvals_granted: int, slow_window: int,
           as_json: bool) -> None:
-    """Recommendations from the journal: promote, demote, flaky, slow, uncovered, stale.
+    """Recommendations from the journal: failing, demote, flaky, slow, promote, uncovered,
+    stale.
 
     Each names a runbook or an alert, the numbers behind it and a suggestion. Nothing
     is changed: the track record already moves MEDIUM-and-above runbooks between
@@ -131,8 +132,8 @@ def learn(since_text: str, stale_after: str, approvals_granted: int, slow_window
         click.echo(f"no recommendation ({words}, team level {s.config.level.name})")
         return
     click.echo(f"{len(found)} recommendation(s) ({words}, team level {s.config.level.name}):")
-    colours = {"demote": "red", "flaky": "red", "slow": "yellow", "promote": "green",
-               "uncovered": "yellow", "stale": "white"}
+    colours = {"failing": "red", "demote": "red", "flaky": "red", "slow": "yellow",
+               "promote": "green", "uncovered": "yellow", "stale": "white"}
     for r in found:
         click.echo("")
         click.echo(click.style(f"{r.kind:<9}", fg=colours.get(r.kind), bold=True)

@@ -99,6 +99,7 @@ def show(name: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def lint(as_json: bool) -> None:
     """Report load problems (exit 2) and risky gaps (exit 1); exit 0 when clean."""
+    from selfdrive.registry.operands import unguarded_operands
     from selfdrive.sdk.vocabulary import Risk
 
     reg = session().registry
@@ -122,6 +123,17 @@ def lint(as_json: bool) -> None:
         if rb.approval == "always" and rb.risk == Risk.READ_ONLY:
             findings.append({"level": "warning", "where": rb.location,
                              "what": f"{rb.name}: approval='always' on a READ_ONLY runbook"})
+        siblings = [other for other in reg if other.source_file == rb.source_file]
+        for use in unguarded_operands(rb, siblings):
+            where = f"{rb.source_file}:{use.line}"
+            if any(f["where"] == where and f"parameter {use.param!r}" in f["what"]
+                   for f in findings):
+                continue  # a helper shared by runbooks of one file: said once
+            findings.append({"level": "warning", "where": where,
+                             "what": f"{rb.name}: parameter {use.param!r} (a plain str) is an "
+                                     f"operand with no `--` before it, so a value starting "
+                                     f"with '-' would be read as an option; type it "
+                                     f"selfdrive.Operand, or write -- before it"})
     if as_json:
         emit_json({"findings": findings, "runbooks": len(reg)})
     else:

@@ -56,6 +56,9 @@ def _submit(name: str, params: tuple[str, ...], *, dry_run: bool, yes: bool,
                    err=not plan_out)
     result = executor.submit(RunRequest(runbook=name, params=values, requested_by=s.actor,
                                         os_user=s.os_user, dry_run=dry_run), approver=approver)
+    if yes and result.decision.mode.value == "dry-run" and not dry_run and not as_json:
+        click.echo("--yes was not used: policy only plans this run, so there was nothing to "
+                   "approve", err=True)
     if as_json:
         emit_json(_outcome_json(result))
     else:
@@ -227,9 +230,14 @@ def logs(run_id: str, as_json: bool) -> None:
     steps = journal.steps(run.id)
     approvals = journal.approvals(run.id)
     alert_ids = journal.run_alert_ids([run.id])
+    # Where the runbook's code failed: on its step, or on the run when it failed
+    # while planning (no step of its own).
+    run_traceback = next((e.data["traceback"] for e in reversed(journal.events(run.id))
+                          if e.data.get("traceback")), None) if run.error else None
     if as_json:
         emit_json({"run": _run_json(run, alert_ids), "steps": [s.as_json() for s in steps],
-                   "approvals": [a.as_json() for a in approvals]})
+                   "approvals": [a.as_json() for a in approvals],
+                   "traceback": run_traceback})
         return
     from selfdrive.learning.queries import format_seconds, seconds_between
 
@@ -255,6 +263,8 @@ def logs(run_id: str, as_json: bool) -> None:
                    f"{a.plan_hash[:12]}" + (f": {a.reason}" if a.reason else ""))
     if run.error:
         click.secho(f"error: {run.error}", fg="red")
+    if run_traceback and not any(_traceback(st) for st in steps):
+        _echo_traceback(run_traceback, "  ")
     click.echo("")
     if steps:
         click.secho(f"{'#':>3}  {'STATUS':<10}  {'START (UTC)':<12}  {'TOOK':>6}  STEP",
@@ -285,6 +295,19 @@ def logs(run_id: str, as_json: bool) -> None:
                     click.echo(f"      {stream}| {line}")
         if st.error:
             click.secho(f"      {st.error}", fg="red")
+        if traceback := _traceback(st):
+            _echo_traceback(traceback, "      ")
+
+
+def _traceback(step: Any) -> str | None:
+    data = step.data
+    return data.get("traceback") if step.kind != "note" and isinstance(data, dict) else None
+
+
+def _echo_traceback(text: str, indent: str) -> None:
+    click.echo(f"{indent}Traceback (runbook code, most recent call last):")
+    for line in text.splitlines():
+        click.echo(f"{indent}{line}")
 
 
 @click.command(cls=Command)

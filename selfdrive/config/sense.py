@@ -60,7 +60,8 @@ SCHEDULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@ */,-]{0,199}$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # TOML has inf and nan; no setting means either.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def expand_cron(expression: str) -> str:

@@ -29,7 +29,7 @@ from selfdrive.executor.pool import TargetPool
 from selfdrive.executor.redact import Redactor
 from selfdrive.executor.sinks import JournalSink, MemorySink, StepSink
 from selfdrive.journal.records import RunRecord
-from selfdrive.journal.store import HALT_FLAG, Journal, flag_entries
+from selfdrive.journal.store import HALT_FLAG, Journal, flag_entries, utcnow
 from selfdrive.learning.records import track_record
 from selfdrive.notify.webhook import Notifier
 from selfdrive.policy.decide import (
@@ -40,6 +40,7 @@ from selfdrive.policy.decide import (
     Situation,
     decide,
     reads_track_record,
+    what_allows_a_run,
 )
 from selfdrive.registry.load import Registry
 from selfdrive.sdk.command import render_text
@@ -48,9 +49,9 @@ from selfdrive.sdk.errors import (
     JournalError,
     ReadOnlyViolationError,
     RunTimeoutError,
-    SelfdriveError,
     UsageError,
 )
+from selfdrive.sdk.failures import Failure, describe_failure
 from selfdrive.sdk.runbook import Hook, Runbook
 from selfdrive.sdk.vocabulary import Mode, RunState
 from selfdrive.targets.base import Target
@@ -152,6 +153,10 @@ class Executor:
                       self.config, record, self.clock(),
                       situation=situation if situation is not None else self.situation(rb))
 
+    def describe(self, rb: Runbook, exc: BaseException) -> Failure:
+        """What ``rb``'s code raised, where, and the calls that led there."""
+        return describe_failure(exc, source_file=rb.source_file)
+
     # -- planning ----------------------------------------------------------------
 
     def plan(self, rb: Runbook, values: Mapping[str, Any], *, run_id: str = "plan",
@@ -203,7 +208,7 @@ class Executor:
                     raise
                 except Exception as exc:
                     notes.append(f"rollback {hook.name} could not be planned: "
-                                 f"{type(exc).__name__}: {exc}")
+                                 f"{self.describe(rb, exc)}")
         else:
             notes.append("preconditions unmet: a run would stop here, before any change")
         steps = tuple(_planned(s, redact) for s in sink.steps)
@@ -234,7 +239,8 @@ class Executor:
         redact = Redactor.for_params(values)
         lock_key = render_text(rb.lock, values) if rb.lock else None
         run_id = new_run_id(self.clock())
-        plan_error: BaseException | None = None
+        plan_failure: Failure | None = None
+        planning_started = utcnow()
         try:
             # Planning is shown step by step only when the plan is what was asked for.
             plan = self.plan(rb, values, run_id=run_id, pool=pool, redact=redact,
@@ -242,7 +248,7 @@ class Executor:
         except UsageError:
             raise
         except Exception as exc:  # the runbook's own code failed while planning
-            plan_error = exc
+            plan_failure = self.describe(rb, exc)
             plan = Plan(runbook=rb.name, code_digest=code_digest(rb),
                         params=rb.masked_params(values), steps=())
         # Decided after planning: the blast radius is the plan's own target count.
@@ -287,7 +293,11 @@ class Executor:
             if tripped:
                 self.journal.event("guardrail.tripped", actor="selfdrive", run_id=run.id,
                                    data={"guardrails": list(decision.guardrails)})
-            ended = self._end_unrun(run, plan, decision, plan_error, redact, actor)
+            # Asked to run, and policy only plans it: the message says what would allow it.
+            only_planned = (what_allows_a_run(rb, self.config)
+                            if decision.mode is Mode.DRY_RUN and not request.dry_run else None)
+            ended = self._end_unrun(run, plan, decision, plan_failure, planning_started,
+                                    redact, actor, only_planned=only_planned)
             if ended is None and decision.mode is Mode.AUTONOMOUS:
                 start = self._start(rb, run_id, actor, lock_key, fence_halt=True)
         self.observer.message(f"decision: {decision.mode.value}")
@@ -310,13 +320,18 @@ class Executor:
         return outcome(code, message, record)
 
     def _end_unrun(self, run: RunRecord, plan: Plan, decision: Decision,
-                   plan_error: BaseException | None, redact: Redactor,
-                   actor: str) -> tuple[int, str, RunRecord] | None:
+                   plan_failure: Failure | None, planning_started: str, redact: Redactor,
+                   actor: str, *,
+                   only_planned: str | None) -> tuple[int, str, RunRecord] | None:
         """Where a run ends that will not run: planning failed, preconditions unmet, or
         a dry run; None for a run that goes on (to approval or to running)."""
-        if plan_error is not None:
-            error = redact(f"planning failed: {type(plan_error).__name__}: {plan_error}")
-            record = self.journal.transition(run.id, S.FAILED, actor=actor, error=error)
+        if plan_failure is not None:
+            # The runbook's code ran (planning runs it) and failed: a failed run that
+            # started, for stats, learn and reports alike.
+            error = redact(planning_failed(plan_failure))
+            record = self.journal.transition(run.id, S.FAILED, actor=actor, error=error,
+                                             started_at=planning_started,
+                                             data=traceback_data(plan_failure, redact))
             return 1, error or "", record
         if not plan.preconditions_met:
             unmet = "; ".join(f"{c.name}: {c.detail}" for c in plan.preconditions if not c.met)
@@ -330,6 +345,8 @@ class Executor:
             return 4, f"preconditions unmet: {unmet}", record
         if decision.mode is Mode.DRY_RUN:
             record = self.journal.transition(run.id, S.PLANNED, actor=actor)
+            if only_planned is not None:
+                return 0, f"planned only, not run: {only_planned}; nothing was changed", record
             return 0, "planned; nothing was changed", record
         return None
 
@@ -464,8 +481,10 @@ class Executor:
             record = self.journal.transition(run_id, S.FAILED, actor=actor, error=error)
             return 1, f"{error}; stopped without rollback (a human decides)", record
         except Exception as exc:
-            error = redact(_describe(exc)) or ""
-            record = self.journal.transition(run_id, S.FAILED, actor=actor, error=error)
+            failure = self.describe(rb, exc)
+            error = redact(str(failure)) or ""
+            record = self.journal.transition(run_id, S.FAILED, actor=actor, error=error,
+                                             data=traceback_data(failure, redact))
             if not body_started:  # e.g. the timeout passed in a precondition: nothing to undo
                 return 1, f"{error}; the body never ran, so nothing was rolled back", record
             return self._rollback(rb, run_id, values, redact, actor, sink, ctx, cause=error,
@@ -503,7 +522,9 @@ class Executor:
         try:
             rb.fn(ctx.for_phase("body", readonly=False), **values)
         except BaseException as exc:
-            sink.finish(token, "failed", error=ctx._scope.redact(_describe(exc)))
+            failure = self.describe(rb, exc)
+            sink.finish(token, "failed", error=ctx._scope.redact(str(failure)),
+                        data=traceback_data(failure, ctx._scope.redact))
             raise
         return token
 
@@ -523,11 +544,13 @@ class Executor:
         except (JournalError, KeyboardInterrupt):
             raise
         except Exception as exc:
-            error = redact(_describe(exc)) or ""
-            sink.finish(token, "failed", error=error)
+            failure = self.describe(rb, exc)
+            error = redact(str(failure)) or ""
+            sink.finish(token, "failed", error=error, data=traceback_data(failure, redact))
             record = self.journal.transition(
                 run_id, S.ROLLBACK_FAILED, actor=actor,
-                error=f"{cause}; rollback {hook.name} failed: {error}")
+                error=f"{cause}; rollback {hook.name} failed: {error}",
+                data=traceback_data(failure, redact))
             return code, f"{cause}; rollback {hook.name} FAILED: {error}", record
         sink.finish(token, "ok")
         record = self.journal.transition(run_id, S.ROLLED_BACK, actor=actor, error=cause)
@@ -539,6 +562,7 @@ class Executor:
                sink: StepSink | None = None,
                observer: Observer | None = None) -> tuple[bool, str]:
         token = sink.begin("precondition", "check", name=hook.name) if sink else None
+        failure: Failure | None
         try:
             result = rb.call_hook(hook, ctx, values)
         except (UsageError, JournalError, RunTimeoutError, KeyboardInterrupt):
@@ -546,12 +570,15 @@ class Executor:
                 sink.finish(token, "error")
             raise
         except Exception as exc:
-            met, detail = False, _describe(exc)
+            failure = self.describe(rb, exc)
+            met, detail = False, failure.error
         else:
+            failure = None
             met, detail = _truth(result, "precondition")
         detail = ctx._scope.redact(detail) or ""
         if sink is not None and token is not None:
-            sink.finish(token, "ok" if met else "failed", error=None if met else detail)
+            sink.finish(token, "ok" if met else "failed", error=None if met else detail,
+                        data=traceback_data(failure, ctx._scope.redact))
         (observer or self.observer).step(StepEvent("precondition", "check",
                                                    "ok" if met else "failed", hook.name,
                                                    detail=None if met else detail))
@@ -560,6 +587,7 @@ class Executor:
     def _verify(self, rb: Runbook, hook: Hook, ctx: RunContext, values: Mapping[str, Any],
                 sink: StepSink) -> tuple[bool, str]:
         detail = ""
+        failure: Failure | None
         for attempt in range(1, hook.attempts + 1):
             token = sink.begin("verify", "check", name=hook.name, attempt=attempt)
             try:
@@ -572,11 +600,14 @@ class Executor:
                 sink.finish(token, "failed", error=detail)
                 return False, detail
             except Exception as exc:
-                passed, detail = False, _describe(exc)
+                failure = self.describe(rb, exc)
+                passed, detail = False, failure.error
             else:
+                failure = None
                 passed, detail = _truth(result, "verification")
             detail = ctx._scope.redact(detail) or ""
-            sink.finish(token, "ok" if passed else "failed", error=None if passed else detail)
+            sink.finish(token, "ok" if passed else "failed", error=None if passed else detail,
+                        data=traceback_data(failure, ctx._scope.redact))
             self.observer.step(StepEvent("verify", "check", "ok" if passed else "failed",
                                          f"{hook.name} (attempt {attempt}/{hook.attempts})",
                                          detail=None if passed else detail))
@@ -640,10 +671,17 @@ def _truth(result: object, what: str) -> tuple[bool, str]:
     return False, f"returned {result!r}; a {what} must return True or False"
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, SelfdriveError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+def planning_failed(failure: Failure) -> str:
+    """A run's error when its code failed while planning (so before any change)."""
+    return f"planning failed: {failure}"
+
+
+def traceback_data(failure: Failure | None,
+                   redact: Callable[[str | None], str | None]) -> dict[str, Any] | None:
+    """A step's or transition's ``data``: the failure's traceback, redacted; None without."""
+    if failure is None or failure.traceback is None:
+        return None
+    return {"traceback": redact(failure.traceback)}
 
 
 def _firing_json(firing: Firing | None) -> dict[str, Any] | None:

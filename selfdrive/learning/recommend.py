@@ -5,7 +5,8 @@ plain words. Nothing here changes policy: the track record already promotes and
 demotes MEDIUM-and-above runbooks by itself; these say what a human may want to
 change (a level, a matrix cell, a runbook) and what already changed on its own.
 
-Kinds, in the order they are listed: ``demote`` (a recent verification failure),
+Kinds, in the order they are listed: ``failing`` (its latest runs all failed: its
+code raised, or a command it checked failed), ``demote`` (a recent verification failure),
 ``flaky`` (verifications that pass only after retries), ``slow`` (recent runs take
 longer than the ones before), ``promote`` (earned more autonomy, or always approved),
 ``uncovered`` (alerts no runbook matched), ``stale`` (never run, or not for long).
@@ -28,7 +29,9 @@ from selfdrive.registry.load import Registry
 from selfdrive.sdk.runbook import Runbook
 from selfdrive.sdk.vocabulary import Level, Mode
 
-KINDS = ("demote", "flaky", "slow", "promote", "uncovered", "stale")
+KINDS = ("failing", "demote", "flaky", "slow", "promote", "uncovered", "stale")
+#: Outcomes of a run whose own work failed (a verification failure is ``demote``'s).
+_FAILED = ("failed", "rolled_back", "rollback_failed")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class Thresholds:
 
     #: A runbook not run for this long is stale.
     stale_after: timedelta = timedelta(days=30)
+    #: A runbook whose latest this many live runs all failed is failing.
+    failing_runs: int = 3
     #: Approvals granted in the window, none denied, before suggesting less approval.
     approvals_granted: int = 5
     #: Runs whose verification passed only after a retry: at least this many …
@@ -81,8 +86,13 @@ class _Book:
     decision: Decision
     fired_as: str
     stats: RunbookStats
-    last: dict[str, Any] | None = None
+    latest: list[dict[str, Any]] = field(default_factory=list)
     durations: list[float] = field(default_factory=list)
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        """The newest live run."""
+        return self.latest[0] if self.latest else None
 
 
 def recommend(journal: Journal, registry: Registry, config: TeamConfig, *,
@@ -101,6 +111,7 @@ def recommend(journal: Journal, registry: Registry, config: TeamConfig, *,
              for rb in registry.runbooks.values()]
     found: list[Recommendation] = []
     for book in books:
+        found.extend(_failing(book, th))
         found.extend(_demote(book, config))
         found.extend(_slow(book, th))
         found.extend(_promote(book, config, th, now))
@@ -136,24 +147,37 @@ def _book(journal: Journal, rb: Runbook, config: TeamConfig, stats: RunbookStats
           th: Thresholds, now: datetime) -> _Book:
     record = track_record(journal, rb.name, config.policy.track_record)
     decision, fired_as = _decide_now(rb, config, record, now)
-    # Newest live run first, through idx_runs_runbook_started_at.
-    last = read(journal, "SELECT id, mode, status, verified, started_at, finished_at "
-                         "FROM runs WHERE runbook = ? AND started_at IS NOT NULL "
-                         "ORDER BY started_at DESC LIMIT 1", (rb.name,))
+    # Newest live runs first, through idx_runs_runbook_started_at.
+    latest = read(journal, "SELECT id, mode, status, verified, error, started_at, finished_at "
+                           "FROM runs WHERE runbook = ? AND started_at IS NOT NULL "
+                           "ORDER BY started_at DESC LIMIT ?", (rb.name, max(1, th.failing_runs)))
     rows = read(journal,
                 f"SELECT {SECONDS.format(end='finished_at', start='started_at')} AS seconds "
                 f"FROM runs WHERE runbook = ? AND started_at IS NOT NULL "
                 f"AND +status = 'succeeded' ORDER BY started_at DESC LIMIT ?",
                 (rb.name, 2 * th.slow_window))
     return _Book(rb=rb, record=record, decision=decision, fired_as=fired_as, stats=stats,
-                 last=last[0] if last else None,
-                 durations=[r["seconds"] for r in rows if r["seconds"] is not None])
+                 latest=latest, durations=[r["seconds"] for r in rows if r["seconds"] is not None])
 
 
 def _record_gated(book: _Book, config: TeamConfig) -> bool:
     """Whether policy weighs this runbook's record at the team's level."""
     return (book.decision.rule is Rule.AUTO_WITH_RECORD
             or book.rb.risk >= config.policy.track_record.applies_from)
+
+
+def _failing(book: _Book, th: Thresholds) -> list[Recommendation]:
+    latest = book.latest[: th.failing_runs]
+    if len(latest) < th.failing_runs or not all(
+            r["status"] in _FAILED and r["verified"] != 0 for r in latest):
+        return []
+    last = latest[0]
+    evidence = {"failed_in_a_row": len(latest), "last_run": last["id"],
+                "last_error": last["error"]}
+    finding = f"its last {len(latest)} live run(s) all failed"
+    suggestion = (f"its own code or a command it checks fails, so every run will: see where "
+                  f"(`selfdrive logs {last['id']}`), then fix the runbook or retire it.")
+    return [Recommendation("failing", book.rb.name, None, finding, evidence, suggestion)]
 
 
 def _demote(book: _Book, config: TeamConfig) -> list[Recommendation]:

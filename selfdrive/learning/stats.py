@@ -1,6 +1,7 @@
 """Per-runbook records over a window of the journal: what ``selfdrive stats`` prints.
 
-A *live* run is one that started (``started_at`` is set only when a run really ran):
+A *live* run is one that started (``started_at`` is set only when a run really ran,
+or when its code failed while planning: a crash is a failed run, whatever the mode):
 dry-runs, denials, expiries and runs still waiting are counted apart, as requests
 that never ran. Durations are ``finished_at - started_at`` of finished live runs
 (not interrupted ones: their end is when recovery noticed). Time to resolve runs

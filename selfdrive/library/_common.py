@@ -8,12 +8,15 @@ from typing import Annotated, Any, Protocol, TypeVar
 
 from pydantic import BeforeValidator, StringConstraints
 
-from selfdrive import CommandResult, Context
+from selfdrive import CommandResult, Context, Operand
+
+# Names, paths and URLs are Operands first: whatever a pattern allows, they are never
+# empty, never start with '-' (read as an option) and never hold a NUL byte.
 
 #: Parameters that name a host of the team's inventory (``None``: this machine).
-HostName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:\[\]-]*$")]
+HostName = Annotated[Operand, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:\[\]-]*$")]
 #: An absolute, normalised path: no ``..``, no trailing slash, no doubled slashes.
-AbsPath = Annotated[str, StringConstraints(pattern=r"^/(?:[^/\x00]+/)*[^/\x00]*$")]
+AbsPath = Annotated[Operand, StringConstraints(pattern=r"^/(?:[^/\x00]+/)*[^/\x00]*$")]
 
 T = TypeVar("T")
 

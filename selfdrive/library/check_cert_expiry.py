@@ -7,11 +7,11 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from selfdrive import Context, Risk, alert, runbook
+from selfdrive import Context, Operand, Risk, alert, runbook
 from selfdrive.library._common import SCRIPT, AbsPath, HostName, Runner, where
 
-Endpoint = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*:\d{1,5}$")]
-ServerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9*][A-Za-z0-9.-]*$")]
+Endpoint = Annotated[Operand, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*:\d{1,5}$")]
+ServerName = Annotated[Operand, StringConstraints(pattern=r"^[A-Za-z0-9*][A-Za-z0-9.-]*$")]
 DAY = 86400
 # The certificate as PEM on stdout, from a file or from what an endpoint presents.
 FROM_FILE = "openssl x509 -in {{ cert_file }}"

@@ -7,11 +7,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, StringConstraints
 
-from selfdrive import Context, Risk, runbook
+from selfdrive import Context, Operand, Risk, runbook
 from selfdrive.library._common import HostName, OneOrMore, Runner, sql_literal, where
 
-PgName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_$.-]{0,62}$")]
-PgHost = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9/][A-Za-z0-9._:/-]*$")]
+PgName = Annotated[Operand, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_$.-]{0,62}$")]
+PgHost = Annotated[Operand, StringConstraints(pattern=r"^[A-Za-z0-9/][A-Za-z0-9._:/-]*$")]
 State = Literal["idle", "idle in transaction", "idle in transaction (aborted)"]
 # Unaligned, tuples only, no psqlrc; any SQL error is an error exit.
 PSQL = ("{% if password %}PGPASSWORD={{ password }} {% endif %}PGCONNECT_TIMEOUT=10 "

@@ -15,13 +15,17 @@ ProcessName = Annotated[str, StringConstraints(pattern=r"^[^\s/\x00]{1,64}$")]
 PROTECTED_NAMES = frozenset({"init", "systemd", "kthreadd", "sshd", "selfdrive"})
 # The shell's own pid first, so that its ancestors (this run's selfdrive, or the SSH
 # session) can be excluded; lstart is the start time, which makes a pid unambiguous.
-PS = "echo $$; ps -e -o pid=,ppid=,pcpu=,rss=,stat=,lstart=,comm="
-ARGS = "ps -e -o pid=,args="
+# -ww: ps cuts lines at $COLUMNS (80 in many cron and CI shells) without it, and a long
+# command line would lose what `match` looks for. C.UTF-8: numbers and dates in the C
+# format we parse, yet command lines in UTF-8 (under plain C, ps prints "ü" as "??").
+PS = "echo $$; LC_ALL=C.UTF-8 ps -ww -e -o pid=,ppid=,pcpu=,rss=,stat=,lstart=,comm="
+ARGS = "LC_ALL=C.UTF-8 ps -ww -e -o pid=,args="
 # TERM, up to grace seconds for it to go, then KILL; each signal only while the pid
 # still belongs to the process that was chosen (same start time, not a zombie), never
 # to a newcomer that got the pid since. A kill that fails on a live process fails.
-STOP = ("same() { s=$(ps -o stat= -p {{ pid }}) || return 1; case $s in *Z*) return 1;; esac; "
-        '[ "$(echo $(ps -o lstart= -p {{ pid }}))" = {{ lstart }} ]; }; '
+STOP = ("export LC_ALL=C.UTF-8; "
+        "same() { s=$(ps -o stat= -p {{ pid }}) || return 1; case $s in *Z*) return 1;; esac; "
+        '[ "$(echo $(ps -ww -o lstart= -p {{ pid }}))" = {{ lstart }} ]; }; '
         "same || exit 0; kill -TERM {{ pid }} || ! same || exit 1; "
         "i=0; while [ $i -lt {{ grace }} ]; do same || exit 0; sleep 1; i=$((i+1)); done; "
         "kill -KILL {{ pid }} || ! same")
@@ -50,10 +54,10 @@ def kill_runaway_process(ctx: Context,
                          host: HostName | None = None) -> None:
     """Stop runaway processes (CPU or memory past a threshold), never protected ones.
 
-    Candidates are processes whose command line matches `match` (a regular
-    expression) and that use at least `min_cpu_percent` CPU (ps's %CPU: CPU time over
-    the process's lifetime) and, when given, at least `min_rss_mb` MiB of memory; the
-    hungriest go first, at most `max_kills` of them.
+    Candidates are processes whose whole command line (however long, read as UTF-8)
+    matches `match` (a regular expression) and that use at least `min_cpu_percent`
+    CPU (ps's %CPU: CPU time over the process's lifetime) and, when given, at least
+    `min_rss_mb` MiB of memory; the hungriest go first, at most `max_kills` of them.
 
     Each gets SIGTERM, then SIGKILL if it is still there after `grace_seconds`.
     Every signal is sent only if the pid still belongs to the process chosen (same

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from pydantic import StringConstraints
 
-from selfdrive import Context, Risk, runbook
+from selfdrive import Context, Operand, Risk, runbook
 from selfdrive.library._common import SCRIPT, AbsPath, HostName, is_protected, where
 
-Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")]
+Url = Annotated[Operand, StringConstraints(pattern=r"^https?://[^\s]+$")]
 VALIDATE = 'nginx -t -q -c "$1"'
 RELOAD = 'nginx -s reload'
 

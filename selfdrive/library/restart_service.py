@@ -6,11 +6,11 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from selfdrive import Context, Risk, alert, runbook
+from selfdrive import Context, Operand, Risk, alert, runbook
 from selfdrive.library._common import SCRIPT, AbsPath, HostName, where
 
-ServiceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9@._:-]*$")]
-Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")]
+ServiceName = Annotated[Operand, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9@._:-]*$")]
+Url = Annotated[Operand, StringConstraints(pattern=r"^https?://[^\s]+$")]
 SYSTEMD_RESTART = 'systemctl restart -- "$1"'
 SYSTEMD_ACTIVE = 'systemctl is-active --quiet -- "$1"'
 

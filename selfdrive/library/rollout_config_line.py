@@ -7,12 +7,12 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
 
-from selfdrive import Context, Risk, runbook
+from selfdrive import Context, Operand, Risk, runbook
 from selfdrive.library._common import SCRIPT
 from selfdrive.sdk import AnsibleResult
 
-GroupName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-FilePath = Annotated[str, StringConstraints(pattern=r"^/[^\x00\n]*[^/\x00\n]$")]
+GroupName = Annotated[Operand, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+FilePath = Annotated[Operand, StringConstraints(pattern=r"^/[^\x00\n]*[^/\x00\n]$")]
 Line = Annotated[str, StringConstraints(pattern=r"^[^\n\x00]*$")]
 # The values arrive as extravars (data, never templated); only this play is a template.
 PATH = "{{ sd_path | replace('{host}', inventory_hostname) }}"

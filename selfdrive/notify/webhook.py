@@ -64,7 +64,9 @@ class Notifier:
         from jinja2.sandbox import SandboxedEnvironment
 
         if hook.template:
-            source = (self.root / hook.template).read_text(encoding="utf-8")
+            from selfdrive.config.load import read_limited
+
+            source = read_limited(self.root / hook.template, what="a notification template")
         else:
             source = files("selfdrive").joinpath("templates", "notify",
                                                  "slack.json.j2").read_text(encoding="utf-8")

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from selfdrive.config.model import Rule, TeamConfig, TrackRecordRule
 from selfdrive.policy.matrix import DEFAULT_MATRIX, RULE_WORDS
 from selfdrive.sdk.runbook import Runbook
-from selfdrive.sdk.vocabulary import Mode
+from selfdrive.sdk.vocabulary import Level, Mode
 
 
 @dataclass(frozen=True)
@@ -192,6 +192,8 @@ def decide(runbook: Runbook, request: Request, config: TeamConfig,
                f"{RULE_WORDS[rule]} ({source})"]
 
     mode = _mode_from_rule(rule, runbook, request, record, config, reasons)
+    if rule is Rule.DRY_RUN and not request.dry_run:  # a run was asked for: say what allows one
+        reasons.append(what_allows_a_run(runbook, config))
 
     if mode is Mode.AUTONOMOUS and risk >= config.policy.track_record.applies_from \
             and rule is not Rule.AUTO_WITH_RECORD:
@@ -224,6 +226,23 @@ def decide(runbook: Runbook, request: Request, config: TeamConfig,
         mode = Mode.DRY_RUN
         reasons.append("dry-run requested: read-only steps run, changes are only planned")
     return Decision(mode=mode, reasons=tuple(reasons), rule=rule, guardrails=tuple(tripped))
+
+
+def what_allows_a_run(runbook: Runbook, config: TeamConfig) -> str:
+    """What would let ``runbook`` run where the matrix only plans it: the lowest higher
+    level whose cell allows a run (as the team configured the matrix), or the override."""
+    risk, here = runbook.risk, config.level
+    override = f'[policy.matrix.{here.name}] {risk.name} = "{Rule.APPROVAL.value}"'
+    for level in Level:
+        if level <= here:
+            continue
+        rule = config.policy.override(level, risk) or DEFAULT_MATRIX[level][risk]
+        if rule is not Rule.DRY_RUN:
+            return (f"policy only plans {risk.name} runbooks at {here.name}; to run it, "
+                    f"raise the team's level to {level.name} ({level.title}: "
+                    f"{RULE_WORDS[rule]}) or override the cell: {override}")
+    return (f"policy only plans {risk.name} runbooks at {here.name} (and at every level "
+            f"above it); to run it, override the cell: {override}")
 
 
 def _mode_from_rule(rule: Rule, runbook: Runbook, request: Request, record: TrackRecord,

@@ -1,6 +1,6 @@
 """The authoring vocabulary. Imports nothing else of selfdrive (and nothing heavy)."""
 
-from selfdrive.sdk.command import Command, safe
+from selfdrive.sdk.command import Command, Operand, safe
 from selfdrive.sdk.context import (
     AnsibleChange,
     AnsibleResult,
@@ -26,6 +26,7 @@ __all__ = [
     "HostsResult",
     "Level",
     "Mode",
+    "Operand",
     "Param",
     "RemoteHost",
     "Risk",

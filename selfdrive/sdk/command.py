@@ -17,9 +17,9 @@ import functools
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import SecretStr
+from pydantic import AfterValidator, SecretStr
 
 from selfdrive.sdk.errors import TemplateError
 
@@ -40,6 +40,26 @@ class Safe(str):
 def safe(value: object) -> Safe:
     """Mark a value as a trusted shell fragment (an operator, a flag the author wrote)."""
     return Safe(value)
+
+
+def _operand(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    if value.startswith("-"):
+        raise ValueError("must not start with '-' (a command would read it as an option)")
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL byte")
+    return value
+
+
+#: Validates an :data:`Operand`; ``selfdrive lint`` knows a parameter by it.
+OPERAND_CHECK = AfterValidator(_operand)
+
+#: A parameter a command takes as an operand (a path, a name, a pattern). Quoting stops
+#: ``; rm -rf /`` but not ``--checkpoint-action=exec=…``: a value that starts with
+#: ``-`` reaches the command as one argument, and the command reads it as an option.
+#: An Operand refuses it (and empty values and NUL bytes) before anything runs.
+Operand = Annotated[str, OPERAND_CHECK]
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,15 @@ from typing import Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, create_model
 
-from selfdrive.sdk.command import MASK
+from selfdrive.sdk.command import MASK, OPERAND_CHECK
 from selfdrive.sdk.context import Context
 from selfdrive.sdk.errors import DefinitionError, ParameterError
 from selfdrive.sdk.triggers import AlertTrigger
-from selfdrive.sdk.vocabulary import Risk, parse_duration
+from selfdrive.sdk.vocabulary import Risk, parse_duration, short_repr
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: Integer parameters are 64-bit: what commands, SQLite and JSON readers take.
+MAX_INT = 2**63 - 1
 HookKind = Literal["precondition", "verify", "rollback"]
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
@@ -53,7 +55,7 @@ class Param:
     @property
     def type_name(self) -> str:
         """A readable type for `show`: constraints (``Annotated`` metadata, at any depth)
-        left out, as `show` lists them apart."""
+        left out, as `show` lists them apart; an ``Operand`` is named as such."""
         return _type_text(self.annotation)
 
 
@@ -62,6 +64,8 @@ def _type_text(ann: Any) -> str:
         return "..."
     origin, args = typing.get_origin(ann), typing.get_args(ann)
     if origin is typing.Annotated:
+        if any(m is OPERAND_CHECK for m in ann.__metadata__):
+            return "Operand"
         return _type_text(args[0])
     if origin is typing.Literal:
         return f"Literal[{', '.join(map(repr, args))}]"
@@ -161,7 +165,13 @@ class Runbook:
             model = self.params_model.model_validate(dict(raw))
         except ValidationError as exc:
             raise ParameterError(self._explain(exc)) from None
-        return {p.name: getattr(model, p.name) for p in self.params}
+        values = {p.name: getattr(model, p.name) for p in self.params}
+        huge = [name for name, value in values.items() if _has_huge_int(value)]
+        if huge:
+            raise ParameterError(f"runbook {self.name!r}: " + "; ".join(
+                f"parameter {name!r}: integer out of the 64-bit range "
+                f"({-MAX_INT - 1} … {MAX_INT})" for name in huge))
+        return values
 
     def masked_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """``values`` as JSON-safe data with every secret replaced by a mask."""
@@ -187,7 +197,8 @@ class Runbook:
             elif top in self.secret_params:
                 lines.append(f"parameter {loc!r}: {err['msg']}")
             else:
-                lines.append(f"parameter {loc!r}: {err['msg']} (got {err.get('input')!r})")
+                lines.append(f"parameter {loc!r}: {err['msg']} "
+                             f"(got {short_repr(err.get('input'), 80)})")
         return f"runbook {self.name!r}: " + "; ".join(lines)
 
     # -- calling -----------------------------------------------------------------
@@ -338,8 +349,10 @@ def _params_model(name: str, params: tuple[Param, ...], where: str) -> type[Base
     }
     model_name = "Params_" + "".join(c if c.isalnum() else "_" for c in name)
     try:
+        # inf and nan are never a sane count, size or threshold, and JSON cannot hold them.
         return create_model(model_name, __config__=ConfigDict(extra="forbid",
-                                                              arbitrary_types_allowed=False),
+                                                              arbitrary_types_allowed=False,
+                                                              allow_inf_nan=False),
                             **fields)
     except Exception as exc:
         first_line = str(exc).splitlines()[0]
@@ -362,6 +375,16 @@ def _hook_params(rb: Runbook, kind: str, fn: Callable[..., Any]) -> tuple[str, .
                                   f"parameter of runbook {rb.name!r} (parameters: {known})")
         names.append(p.name)
     return tuple(names)
+
+
+def _has_huge_int(value: Any) -> bool:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return not -MAX_INT - 1 <= value <= MAX_INT
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_has_huge_int(v) for v in value)
+    if isinstance(value, Mapping):
+        return any(_has_huge_int(v) for v in value.values())
+    return False
 
 
 def _jsonable(value: Any) -> Any:

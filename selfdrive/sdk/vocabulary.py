@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import re
 from datetime import timedelta
 
@@ -134,25 +135,61 @@ _FINAL = frozenset({_S.PLANNED, _S.DENIED, _S.EXPIRED, _S.PRECONDITION_FAILED, _
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+#: The longest duration anything takes: ten years. A window, timeout or expiry past it is
+#: a typo, and bounding it keeps every ``now ± duration`` inside what datetime can hold.
+MAX_DURATION = timedelta(days=3650)
 
 
 def parse_duration(value: str | int | float | timedelta) -> timedelta:
-    """Parse ``"90s"``, ``"5m"``, ``"1h30m"`` or a number of seconds into a timedelta."""
-    if isinstance(value, timedelta):
-        return value
+    """Parse ``"90s"``, ``"5m"``, ``"1h30m"`` or a number of seconds into a timedelta.
+
+    Raises ``ValueError`` naming the value for anything that is not a duration between
+    zero and :data:`MAX_DURATION` (negative, NaN, infinite or absurdly long).
+    """
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"duration must not be negative: {value!r}")
-        return timedelta(seconds=value)
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float):
+        seconds = float(value) if isinstance(value, float) or abs(value) < 2**64 else math.inf
+        if math.isnan(seconds):
+            raise ValueError(f"not a duration: {value!r}")
+    elif isinstance(value, str):
+        seconds = _parse_text(value)
+    else:
+        raise ValueError(f"not a duration: {value!r} (use e.g. '30s', '5m', '1h30m')")
+    shown = _seconds_text(seconds) if isinstance(value, timedelta) else short_repr(value)
+    if seconds < 0:
+        raise ValueError(f"duration must not be negative: {shown}")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"duration {shown} is too long (at most {MAX_DURATION.days}d, "
+                         f"ten years)")
+    return value if isinstance(value, timedelta) else timedelta(seconds=seconds)
+
+
+def _parse_text(value: str) -> float:
     text = value.strip().replace(" ", "")
     pos, total = 0, 0.0
     for match in _DURATION.finditer(text):
         if match.start() != pos:
             break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]  # inf past 1e308
         pos = match.end()
     if pos != len(text) or not text:
-        raise ValueError(f"not a duration: {value!r} (use e.g. '30s', '5m', '1h30m')")
-    return timedelta(seconds=total)
+        raise ValueError(f"not a duration: {short_repr(value)} (use e.g. '30s', '5m', '1h30m')")
+    return total
+
+
+def _seconds_text(seconds: float) -> str:
+    if seconds and seconds % 86400 == 0:
+        return f"{seconds / 86400:.0f}d"
+    return f"{seconds:.0f}s" if seconds == int(seconds) else f"{seconds}s"
+
+
+def short_repr(value: object, limit: int = 40) -> str:
+    """``value``'s repr, cut short: an error message must not repeat a megabyte of input."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's digit limit for str()
+        return "a number too large to show"
+    return text if len(text) <= limit else text[:limit - 1] + "…"

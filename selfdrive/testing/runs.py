@@ -11,12 +11,12 @@ between verification attempts (the pauses are recorded in ``Simulation.waited``)
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from selfdrive.executor.contexts import RunContext, Scope
-from selfdrive.executor.engine import Executor, _describe, _truth
+from selfdrive.executor.engine import Executor, _truth, planning_failed, traceback_data
 from selfdrive.executor.observe import Observer, SilentObserver
 from selfdrive.executor.plan import Plan
 from selfdrive.executor.pool import TargetPool
@@ -24,6 +24,7 @@ from selfdrive.executor.redact import Redactor
 from selfdrive.executor.sinks import MemorySink, StepSink
 from selfdrive.registry.load import Registry
 from selfdrive.sdk.errors import ReadOnlyViolationError, UsageError
+from selfdrive.sdk.failures import Failure
 from selfdrive.sdk.runbook import Hook, Runbook
 from selfdrive.sdk.vocabulary import Mode, RunState
 from selfdrive.testing.fake import FakeContext, FakeTarget
@@ -93,7 +94,9 @@ class Simulation:
     """Where a simulated run ended (``status``, ``exit_code`` as the CLI's) and every step.
 
     ``plan`` is the plan computed first, as a real run computes it; ``steps`` are the
-    live run's steps; ``waited`` the pauses between verification attempts.
+    live run's steps; ``waited`` the pauses between verification attempts;
+    ``traceback`` the last frames of runbook code when that code raised (the file and
+    line are in ``message`` too).
     """
 
     runbook: str
@@ -103,6 +106,7 @@ class Simulation:
     plan: Plan | None
     steps: tuple[SimStep, ...] = ()
     waited: tuple[float, ...] = field(default=())
+    traceback: str | None = None
 
     def __repr__(self) -> str:
         return (f"<Simulation {self.runbook}: {self.status.value} (exit {self.exit_code}), "
@@ -157,15 +161,17 @@ def simulate(runbook: Runbook, fake: FakeContext | None = None, /, **params: Any
     fake = fake if fake is not None else FakeContext()
     values = runbook.validate_params(params)
     redact = Redactor.for_params(values)
+    executor = _KitExecutor(fake)
     try:
-        plan = _KitExecutor(fake).plan(runbook, values, pool=fake.pool())
+        plan = executor.plan(runbook, values, pool=fake.pool())
     except UsageError:
         fake.check_scripted()
         raise
     except Exception as exc:
         fake.check_scripted()
-        return Simulation(runbook.name, S.FAILED, 1,
-                          redact(f"planning failed: {_describe(exc)}") or "", None)
+        failure = executor.describe(runbook, exc)
+        return Simulation(runbook.name, S.FAILED, 1, redact(planning_failed(failure)) or "",
+                          None, traceback=redact(failure.traceback))
     fake.check_scripted()
     if not plan.preconditions_met:
         unmet = "; ".join(f"{c.name}: {c.detail}" for c in plan.preconditions if not c.met)
@@ -178,7 +184,7 @@ def simulate(runbook: Runbook, fake: FakeContext | None = None, /, **params: Any
         pool=fake.pool(), redact=redact, observer=SilentObserver(),
         deadline=time.monotonic() + runbook.timeout.total_seconds(),
         output_limit=ex.output_limit, command_timeout=ex.command_timeout))
-    loop = _Loop(runbook, values, redact, sink)
+    loop = _Loop(runbook, values, redact, sink, lambda exc: executor.describe(runbook, exc))
     try:
         status, code, message = loop.execute(ctx)
     finally:
@@ -189,19 +195,28 @@ def simulate(runbook: Runbook, fake: FakeContext | None = None, /, **params: Any
                           stdout=s.get("stdout"), stderr=s.get("stderr"), error=s.get("error"),
                           attempt=s.get("attempt"), data=s.get("data"))
                   for s in sink.steps)
-    return Simulation(runbook.name, status, code, message, plan, steps, tuple(loop.waited))
+    return Simulation(runbook.name, status, code, message, plan, steps, tuple(loop.waited),
+                      loop.traceback)
 
 
 class _Loop:
     """Executor._execute, without the journal: the same order, outcomes and messages."""
 
     def __init__(self, rb: Runbook, values: Mapping[str, Any], redact: Redactor,
-                 sink: MemorySink) -> None:
+                 sink: MemorySink, describe: Callable[[BaseException], Failure]) -> None:
         self.rb = rb
         self.values = values
         self.redact = redact
         self.sink = sink
+        self.describe = describe
         self.waited: list[float] = []
+        self.traceback: str | None = None  # of the failure the run ended with
+
+    def _failed(self, exc: BaseException) -> tuple[str, dict[str, Any] | None]:
+        """The error and step data of what runbook code raised; its traceback is kept."""
+        failure = self.describe(exc)
+        self.traceback = self.redact(failure.traceback)
+        return self.redact(str(failure)) or "", traceback_data(failure, self.redact)
 
     def execute(self, ctx: RunContext) -> tuple[RunState, int, str]:
         rb, values = self.rb, self.values
@@ -218,11 +233,12 @@ class _Loop:
             try:
                 rb.fn(ctx.for_phase("body", readonly=False), **values)
             except Exception as exc:
-                self.sink.finish(token, "failed", error=self.redact(_describe(exc)))
+                error, data = self._failed(exc)
+                self.sink.finish(token, "failed", error=error, data=data)
                 raise
             self.sink.finish(token, "ok")
         except Exception as exc:
-            error = self.redact(_describe(exc)) or ""
+            error, _ = self._failed(exc)
             if not body_started:
                 return S.FAILED, 1, f"{error}; the body never ran, so nothing was rolled back"
             return self._rollback(ctx, S.FAILED, cause=error, code=1)
@@ -244,11 +260,14 @@ class _Loop:
             self.sink.finish(token, "error")
             raise
         except Exception as exc:
-            met, detail = False, _describe(exc)
+            failure: Failure | None = self.describe(exc)
+            met, detail = False, failure.error if failure else ""
         else:
+            failure = None
             met, detail = _truth(result, "precondition")
         detail = self.redact(detail) or ""
-        self.sink.finish(token, "ok" if met else "failed", error=None if met else detail)
+        self.sink.finish(token, "ok" if met else "failed", error=None if met else detail,
+                         data=traceback_data(failure, self.redact))
         return met, detail
 
     def _verify(self, hook: Hook, ctx: RunContext) -> tuple[bool, str]:
@@ -262,12 +281,15 @@ class _Loop:
                 self.sink.finish(token, "failed", error=detail)
                 return False, detail
             except Exception as exc:
-                passed, detail = False, _describe(exc)
+                failure: Failure | None = self.describe(exc)
+                passed, detail = False, failure.error if failure else ""
             else:
+                failure = None
                 passed, detail = _truth(result, "verification")
             detail = self.redact(detail) or ""
             self.sink.finish(token, "ok" if passed else "failed",
-                             error=None if passed else detail)
+                             error=None if passed else detail,
+                             data=traceback_data(failure, self.redact))
             if passed:
                 return True, ""
             if attempt < hook.attempts:
@@ -288,8 +310,8 @@ class _Loop:
         try:
             self.rb.call_hook(hook, rctx, self.values)
         except Exception as exc:
-            error = self.redact(_describe(exc)) or ""
-            self.sink.finish(token, "failed", error=error)
+            error, data = self._failed(exc)
+            self.sink.finish(token, "failed", error=error, data=data)
             return S.ROLLBACK_FAILED, code, f"{cause}; rollback {hook.name} FAILED: {error}"
         self.sink.finish(token, "ok")
         return S.ROLLED_BACK, code, f"{cause}; rolled back with {hook.name}"

@@ -247,3 +247,16 @@ def test_broken_team_template_never_breaks_the_request(team: Team, hook: Hook,
     assert failed["data"]["event"] == "approval.requested"
     assert failed["data"]["attempts"] == 0
     assert "template error" in failed["data"]["error"]
+
+
+def test_an_endless_team_template_is_read_only_up_to_its_limit(team: Team, hook: Hook,
+                                                               tmp_path: Path) -> None:
+    team.config("L4", webhook(hook.url(), 'template = "/dev/zero"'))
+    team.runbook("db.py", RESTART_DB)
+    run_id = team.request("restart-db", f"marker={tmp_path / 'm'}", who="alice",
+                          code=3)["run"]["id"]
+    assert team.status(run_id) == "pending_approval"
+    [failed] = team.events("notification.failed", run_id)
+    assert failed["data"]["error"] == ("template error: /dev/zero: larger than 1 MiB; a "
+                                       "notification template is a few KiB (is this the "
+                                       "right file?)")

@@ -6,6 +6,7 @@ command as one literal argument.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,27 @@ def test_bad_config_value_is_named(proj: Project) -> None:
     proj.assert_nothing_written()
 
 
+def test_an_endless_config_file_is_refused_quickly(proj: Project) -> None:
+    proc = proj.sd("--config", "/dev/zero", "list", timeout=20)
+    _stderr_says(proc, "/dev/zero: larger than 1 MiB")
+    proj.assert_nothing_written()
+
+
+def test_an_absurd_config_duration_is_named(proj: Project) -> None:
+    path = proj.config(team_config("L4", extra='[approvals]\nexpiry = "999999999999d"\n'))
+    proc = proj.sd("run", "clean-cache", "-p", "path=/tmp", "--yes")
+    _stderr_says(proc, f"{path}: approvals.expiry: ", "'999999999999d' is too long")
+    proj.assert_nothing_written()
+
+
+@pytest.mark.parametrize("days", ["9" * 30, "9" * 5000])
+def test_an_absurd_integer_parameter_is_named(proj: Project, tmp_path: Path, days: str) -> None:
+    proc = proj.sd("run", "clean-cache", "-p", f"path={tmp_path}", "-p", f"days={days}", "--yes")
+    _stderr_says(proc, "parameter 'days'")
+    assert len(proc.stderr) < 500, explain(proc)  # the value is not echoed whole
+    proj.assert_nothing_written()
+
+
 def test_no_config_anywhere(tmp_path: Path) -> None:
     bare = Project(tmp_path / "bare")
     if any((d / "selfdrive.toml").exists() for d in bare.root.parents):
@@ -181,3 +203,71 @@ def test_parameter_values_are_never_shell(project: Project, tmp_path: Path,
     assert '"status": "succeeded"' in proc.stdout and '"mode": "approval"' in proc.stdout
     assert out.read_text() == value, "the command did not receive the value verbatim"
     assert not owned.exists(), f"{payload!r} ran as shell"
+
+
+TAR = '''
+"""Archives files: quoting stops shell syntax, not options."""
+from selfdrive import Context, Operand, Risk, runbook
+
+
+@runbook(risk=Risk.LOW)
+def pack(ctx: Context, archive: Operand, names: list[Operand]) -> None:
+    """Packs files into an archive."""
+    ctx.run("tar -cf {{ archive }} {{ names }}", check=True)
+'''
+
+
+@pytest.mark.parametrize("names", [
+    ["--checkpoint=1", "--checkpoint-action=exec=touch {owned}"],
+    ["ok.txt", "-P"],
+])
+def test_an_operand_that_looks_like_an_option_is_refused(project: Project, tmp_path: Path,
+                                                         names: list[str]) -> None:
+    project.config(team_config("L4"))
+    project.runbook("tar.py", TAR)
+    owned = tmp_path / "owned"
+    (project.root / "ok.txt").write_text("data")
+    flags = [f for n in names for f in ("-p", f"names={n.format(owned=owned)}")]
+    proc = project.sd("run", "pack", "-p", f"archive={tmp_path / 'out.tar'}", *flags)
+    _stderr_says(proc, "parameter 'names.1'", "must not start with '-'")
+    assert not owned.exists() and not (tmp_path / "out.tar").exists()
+    project.assert_nothing_written()
+
+
+LINTED = '''
+"""Runbooks that pass a parameter as an operand: typed, after --, or neither."""
+from selfdrive import Context, Operand, Risk, runbook
+
+
+@runbook(risk=Risk.LOW)
+def pack(ctx: Context, archive: Operand, names: list[str]) -> None:
+    """Packs files into an archive."""
+    ctx.run("tar -cf {{ archive }} {{ names }}", check=True)
+
+
+@pack.verify
+def packed(ctx: Context, archive: str) -> bool:
+    return ctx.run("tar -tf {{ archive }}", readonly=True).ok
+'''
+
+
+def test_lint_warns_of_a_plain_str_operand_and_how_to_fix_it(project: Project) -> None:
+    project.config(team_config("L4"))
+    path = project.runbook("pack.py", LINTED)
+    line = path.read_text().splitlines().index(
+        '    ctx.run("tar -cf {{ archive }} {{ names }}", check=True)') + 1
+
+    linted = project.sd("lint", "--json")
+
+    assert linted.returncode == 1, explain(linted)
+    assert json.loads(linted.stdout)["findings"] == [{
+        "level": "warning", "where": f"{path}:{line}",
+        "what": "pack: parameter 'names' (a plain str) is an operand with no `--` before it, "
+                "so a value starting with '-' would be read as an option; type it "
+                "selfdrive.Operand, or write -- before it"}]
+    # `archive` is an Operand in the runbook; the hook's plain annotation does not matter.
+    for old, new in (("names: list[str]", "names: list[Operand]"),
+                     ("{{ archive }} {{ names }}", "{{ archive }} -- {{ names }}")):
+        project.runbook("pack.py", LINTED.replace(old, new))
+        clean = project.sd("lint")
+        assert clean.returncode == 0 and "0 finding(s)" in clean.stdout, explain(clean)

@@ -278,3 +278,36 @@ def test_team_level_decides_the_mode(project: Project, tmp_path: Path) -> None:
     assert out["run"]["mode"] == "dry-run"
     assert out["run"]["status"] == "planned"
     assert not marker.exists()
+
+
+def test_a_run_that_policy_only_plans_says_what_would_allow_it(project: Project,
+                                                               tmp_path: Path) -> None:
+    project.config(team_config("L1"))
+    project.runbook("wipe.py", '''
+        """A CRITICAL runbook: only ever planned at L1."""
+        from selfdrive import Context, Risk, runbook
+
+
+        @runbook(risk=Risk.CRITICAL)
+        def wipe(ctx: Context, marker: str) -> None:
+            """Wipes."""
+            ctx.run("touch {{ marker }}", check=True)
+        ''')
+    marker = tmp_path / "m"
+    allows = ('policy only plans CRITICAL runbooks at L1; to run it, raise the team\'s level '
+              'to L3 (single-domain: a human approves) or override the cell: '
+              '[policy.matrix.L1] CRITICAL = "approval"')
+
+    proc = project.sd("run", "wipe", "-p", f"marker={marker}", "--yes")
+
+    assert proc.returncode == 0, explain(proc)
+    assert f"planned only, not run: {allows}; nothing was changed" in proc.stdout
+    assert f"  - {allows}\n" in proc.stderr  # among the decision's reasons
+    assert "--yes was not used: policy only plans this run" in proc.stderr
+    assert not marker.exists()
+    explained = project.sd_json("explain", "wipe")
+    assert explained["mode"] == "dry-run" and explained["reasons"][-1] == allows
+    # Asking for a plan needs no such advice.
+    planned = project.sd("plan", "wipe", "-p", f"marker={marker}")
+    assert "not run" not in planned.stdout and "--yes" not in planned.stderr, explain(planned)
+    assert "planned; nothing was changed" in planned.stdout

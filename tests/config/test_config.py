@@ -413,3 +413,75 @@ def test_matrix_cell_given_twice_is_an_error(cfg_path: Path) -> None:
             f"[policy.matrix.L4]")):
         parse_config({"team": "t", "policy": {"matrix": {
             "L4": {"read-only": "approval", "READ_ONLY": "auto"}}}}, cfg_path)
+
+
+# -- hostile input: absurd values, deep nesting, endless files ---------------------------
+
+
+@pytest.mark.parametrize(("table", "key", "dotted"), [
+    ("[approvals]", "expiry", "approvals.expiry"),
+    ("[guardrails]", "rate_window", "guardrails.rate_window"),
+    ("[receiver]", "dedup_window", "receiver.dedup_window"),
+    ('[[schedules]]\nrunbook = "r"\ncron = "@daily"', "grace", "schedules.0.grace"),
+])
+def test_an_absurd_duration_is_an_error_naming_key_and_value(tmp_path: Path, table: str,
+                                                             key: str, dotted: str) -> None:
+    path = write(tmp_path, f'team = "t"\n{table}\n{key} = "999999999999d"\n')
+
+    with pytest.raises(ConfigError, match=exact(
+            f"{path.resolve()}: {dotted}: Value error, duration '999999999999d' is too long "
+            f"(at most 3650d, ten years)")):
+        load_config(path)
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e400"])
+def test_a_float_that_is_not_finite_is_an_error(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, f'team = "t"\n[executor]\ncommand_timeout = {value}\n'
+                           f'[approvals]\nexpiry = {value}\n')
+
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+
+    lines = str(info.value).splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["approvals.expiry",
+                                                       "executor.command_timeout"]
+    assert lines[1].endswith("Input should be a finite number")
+
+
+def test_deeply_nested_inline_tables_are_an_error_naming_key_and_line(tmp_path: Path) -> None:
+    deep = "{a = " * 5000 + "1" + "}" * 5000  # the TOML parser alone would hit RecursionError
+    path = write(tmp_path, f'team = "t"\n# {{ [ in a comment\n[[schedules]]\nrunbook = "r"\n'
+                           f'cron = "@daily"\nparams = {deep}\n')
+
+    with pytest.raises(ConfigError, match=exact(
+            f"{path.resolve()}: schedules.params: nested more than 32 levels deep (line 6)")):
+        load_config(path)
+
+
+def test_deeply_nested_arrays_are_an_error_naming_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, 'team = "t"\nrunbooks = ' + "[" * 40 + "]" * 40 + "\n")
+
+    with pytest.raises(ConfigError, match=exact(
+            f"{path.resolve()}: runbooks[0][0][0]…: nested more than 32 levels deep")):
+        load_config(path)
+
+
+def test_a_config_larger_than_1_mib_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, 'team = "t"\n' + "# padding\n" * 110_000)
+
+    with pytest.raises(ConfigError, match=exact(
+            f"{path.resolve()}: larger than 1 MiB; a selfdrive.toml is a few KiB "
+            f"(is this the right file?)")):
+        load_config(path)
+
+
+def test_an_endless_device_is_read_only_up_to_the_limit() -> None:
+    with pytest.raises(ConfigError, match=exact(
+            "/dev/zero: larger than 1 MiB; a selfdrive.toml is a few KiB "
+            "(is this the right file?)")):
+        load_config(Path("/dev/zero"))
+
+
+def test_a_folder_given_as_the_config_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{tmp_path.resolve()}: cannot read: ")):
+        load_config(tmp_path)

@@ -100,6 +100,35 @@ def test_stale_runbooks_never_run_or_not_for_long(team):
     assert used["evidence"]["last_outcome"] == "succeeded"
 
 
+def test_a_runbook_whose_latest_runs_all_failed_is_failing(team):
+    team.write('''
+    @runbook(risk=Risk.LOW)
+    def fragile(ctx: Context, flag: str) -> None:
+        """Fails while its flag file is missing."""
+        ctx.run("test -e {{ flag }}", check=True)
+
+    @runbook(risk=Risk.LOW)
+    def broken(ctx: Context) -> None:
+        """Its code raises every time, while planning."""
+        ctx.note("ratio", 1 / 0)
+    ''')
+    flag = team.root / "flag"
+    for _ in range(2):
+        assert team.submit("fragile", {"flag": str(flag)}).run.status is RunState.FAILED
+        assert team.submit("broken").run.status is RunState.FAILED
+    assert kinds(_learn(team), "fragile") == []  # two failures: not yet a pattern
+    flag.touch()
+    assert team.submit("fragile", {"flag": str(flag)}).run.status is RunState.SUCCEEDED
+    assert team.submit("broken").run.status is RunState.FAILED
+    learned = _learn(team)
+    assert kinds(learned, "fragile") == []  # its latest run succeeded
+    (failing,) = [r for r in learned if r["runbook"] == "broken"]
+    assert failing["kind"] == "failing"  # not "stale: it has never run"
+    assert failing["evidence"]["failed_in_a_row"] == 3
+    assert failing["evidence"]["last_error"].startswith(
+        "planning failed: ZeroDivisionError: division by zero (at ")
+
+
 def test_alerts_that_no_runbook_matches_are_uncovered(team):
     """Alerts posted with `selfdrive trigger` (the receiver's path, without HTTP)."""
     team.write('''

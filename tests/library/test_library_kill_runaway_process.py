@@ -3,14 +3,16 @@ processes it must never touch (PID 1, its own ancestry, kernel threads, selfdriv
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
 import uuid
 
+import pytest
 from kit_support import Team
 
+from selfdrive.library.kill_runaway_process import ARGS as PS_ARGS
+from selfdrive.library.kill_runaway_process import PS as PS_LIST
 from selfdrive.library.kill_runaway_process import STOP, kill_runaway_process
 from selfdrive.sdk import RunState
 from selfdrive.sdk.command import render_command
@@ -42,6 +44,30 @@ def test_a_real_busy_process_is_stopped_and_an_allow_listed_one_is_not(team: Tea
         for proc in (burner, allowed):
             proc.kill()
             proc.wait()
+
+
+def test_a_long_non_ascii_command_line_is_seen_whatever_columns_and_locale_say(
+        team: Team, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What cron and CI shells look like: 80 columns (here 40) and the C locale, with a
+    # checkout path longer than 60 characters in front of what `match` looks for.
+    with (team.root / "selfdrive.toml").open("a") as config:
+        config.write('[executor]\nenv_allow = ["PATH", "HOME", "COLUMNS", "LC_*"]\n')
+    monkeypatch.setenv("COLUMNS", "40")
+    monkeypatch.setenv("LC_ALL", "C")
+    long_path = "/srv/" + "a-rather-long-checkout-folder/" * 3 + "app.py"
+    marker = f"sd-schlüssel-{uuid.uuid4().hex[:8]}"
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass", long_path, marker])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _cpu(burner.pid) < 20:
+            time.sleep(0.2)
+        outcome = team.run("kill-runaway-process", match=marker, min_cpu_percent=20,
+                           grace_seconds=3)
+        assert outcome.run.status is RunState.SUCCEEDED, outcome.message
+        assert burner.wait(timeout=10) == -15
+    finally:
+        burner.kill()
+        burner.wait()
 
 
 def test_nothing_over_the_thresholds_stops_before_any_change(team: Team) -> None:
@@ -80,8 +106,8 @@ ARGS = f"""    1 /sbin/init
 
 
 def _ps(fake: FakeContext) -> FakeContext:
-    fake.on(re.compile(r"^echo \$\$; ps "), stdout=PS)
-    fake.on("ps -e -o pid=,args=", stdout=ARGS)
+    fake.on(PS_LIST, stdout=PS)
+    fake.on(PS_ARGS, stdout=ARGS)
     return fake
 
 

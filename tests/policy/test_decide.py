@@ -601,3 +601,30 @@ def test_reasons_are_plain_words() -> None:
         assert isinstance(reason, str)
         assert reason and reason == reason.strip()
         assert not re.search(r"<[A-Za-z]+\.|Rule\.|Risk\.|Mode\.|Level\.", reason), reason
+
+
+@pytest.mark.parametrize(("level", "risk", "policy", "allows"), [
+    ("L1", Risk.CRITICAL, {}, 'policy only plans CRITICAL runbooks at L1; to run it, raise '
+     'the team\'s level to L3 (single-domain: a human approves) or override the cell: '
+     '[policy.matrix.L1] CRITICAL = "approval"'),
+    ("L0", Risk.LOW, {}, "policy only plans LOW runbooks at L0; to run it, raise the team's "
+     "level to L1 (rules-based: autonomous when fired by its own trigger, else a human "
+     'approves) or override the cell: [policy.matrix.L0] LOW = "approval"'),
+    ("L1", Risk.CRITICAL, {"matrix": {"L2": {"CRITICAL": "approval"}}},
+     "policy only plans CRITICAL runbooks at L1; to run it, raise the team's level to L2 "
+     "(summarization: a human approves) or override the cell: "
+     '[policy.matrix.L1] CRITICAL = "approval"'),
+    ("L4", Risk.HIGH, {"matrix": {lv: {"HIGH": "dry-run"} for lv in ("L4", "L5")}},
+     "policy only plans HIGH runbooks at L4 (and at every level above it); to run it, "
+     'override the cell: [policy.matrix.L4] HIGH = "approval"'),
+])
+def test_a_run_the_matrix_only_plans_says_what_would_allow_it(
+        level: str, risk: Risk, policy: dict[str, Any], allows: str) -> None:
+    config = make_config(level, **policy)
+    decision = decide(make_runbook(risk), by_hand(), config, GOOD, NOW)
+
+    assert decision.mode is Mode.DRY_RUN
+    assert decision.reasons[-1] == allows
+    asked_for_a_plan = decide(make_runbook(risk), Request(requested_by="alice", dry_run=True),
+                              config, GOOD, NOW)
+    assert allows not in asked_for_a_plan.reasons

@@ -21,12 +21,14 @@ from selfdrive import (
     Context,
     Level,
     Mode,
+    Operand,
     Risk,
     Runbook,
     RunState,
     alert,
     runbook,
 )
+from selfdrive.sdk import Operand as SdkOperand
 from selfdrive.sdk.command import MASK
 from selfdrive.sdk.errors import DefinitionError, ParameterError, UsageError
 from selfdrive.sdk.runbook import DEFAULT_TIMEOUT, Hook
@@ -284,6 +286,37 @@ def test_unknown_parameter_exact_message() -> None:
         make_restart().validate_params({"host": "a", "colour": "red"})
 
 
+@pytest.mark.parametrize(("params", "message"), [
+    ({"port": "9" * 30}, "parameter 'port': integer out of the 64-bit range "
+                         "(-9223372036854775808 … 9223372036854775807)"),
+    ({"port": -(2**63) - 1}, "parameter 'port': integer out of the 64-bit range "
+                             "(-9223372036854775808 … 9223372036854775807)"),
+    ({"port": "9" * 5000}, "parameter 'port': Unable to parse input string as an integer, "
+                           "exceeded maximum size (got '" + "9" * 78 + "…)"),
+])
+def test_an_absurd_integer_is_refused_without_echoing_all_of_it(params: dict[str, Any],
+                                                                message: str) -> None:
+    with pytest.raises(ParameterError, match="^" + re.escape(
+            f"runbook 'restart-web-server': {message}") + "$"):
+        make_restart().validate_params({"host": "web1", **params})
+
+
+def test_the_64_bit_range_is_accepted() -> None:
+    values = make_restart().validate_params({"host": "web1", "port": str(2**63 - 1)})
+
+    assert values["port"] == 2**63 - 1
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400", float("nan")])
+def test_a_float_parameter_must_be_finite(value: Any) -> None:
+    @runbook(risk=Risk.LOW)
+    def throttle(ctx: Context, share: float, steps: list[float] | None = None) -> None: ...
+
+    for params in ({"share": value}, {"share": 0.5, "steps": [1.0, value]}):
+        with pytest.raises(ParameterError, match="Input should be a finite number"):
+            throttle.validate_params(params)
+
+
 def test_parameter_error_is_a_usage_error() -> None:
     assert issubclass(ParameterError, UsageError)
 
@@ -463,7 +496,14 @@ def test_timeout_is_parsed(timeout: Any, expected: timedelta) -> None:
     (True, "timeout=: not a duration: True"),
     (0, "timeout= must be positive"),
     ("0s", "timeout= must be positive"),
-    (timedelta(seconds=-3), "timeout= must be positive"),
+    (timedelta(seconds=-3), "timeout=: duration must not be negative: -3s"),
+    ("999999999999d", "timeout=: duration '999999999999d' is too long (at most 3650d, "
+                      "ten years)"),
+    (float("inf"), "timeout=: duration inf is too long (at most 3650d, ten years)"),
+    (float("nan"), "timeout=: not a duration: nan"),
+    (10**400, "timeout=: duration 1" + "0" * 38 + "… is too long (at most 3650d, ten years)"),
+    (timedelta(days=999_999), "timeout=: duration 999999d is too long (at most 3650d, "
+                              "ten years)"),
 ])
 def test_bad_timeout_is_a_definition_error(timeout: Any, message: str) -> None:
     with pytest.raises(DefinitionError, match=re.escape(f"(restart_web_server): {message}")
@@ -583,6 +623,8 @@ def test_verify_bad_attempts(attempts: Any) -> None:
 @pytest.mark.parametrize(("interval", "message"), [
     ("soon", "not a duration: 'soon' (use e.g. '30s', '5m', '1h30m')"),
     (-2, "duration must not be negative: -2"),
+    ("9" * 400 + "s", "duration '" + "9" * 38 + "… is too long (at most 3650d, ten years)"),
+    (float("nan"), "not a duration: nan"),
 ])
 def test_verify_bad_interval(interval: Any, message: str) -> None:
     with pytest.raises(DefinitionError, match="^" + re.escape(
@@ -829,3 +871,29 @@ def test_shortcuts_are_illegal(a: str, b: str) -> None:
 def test_a_run_that_dies_while_running_can_be_marked_interrupted() -> None:
     assert RunState.RUNNING.can_become(RunState.INTERRUPTED)
     assert RunState.ROLLING_BACK.can_become(RunState.INTERRUPTED)
+
+
+# -- Operand -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("-rf", "must not start with '-' (a command would read it as an option)"),
+    ("--checkpoint-action=exec=sh", "must not start with '-' (a command would read it as "
+                                    "an option)"),
+    ("", "must not be empty"),
+    ("a\x00b", "must not contain a NUL byte"),
+])
+def test_an_operand_refuses_what_a_command_would_misread(value: str, message: str) -> None:
+    assert Operand is SdkOperand
+
+    @runbook(risk=Risk.LOW)
+    def pack(ctx: Context, archive: Operand, names: list[Operand] | None = None) -> None: ...
+
+    for params, loc in (({"archive": value}, "archive"),
+                        ({"archive": "a.tar", "names": ["ok", value]}, "names.1")):
+        with pytest.raises(ParameterError, match=re.escape(
+                f"parameter '{loc}': Value error, {message} (got {value!r})")):
+            pack.validate_params(params)
+    assert pack.validate_params({"archive": "a -b.tar", "names": ["x-", "./-y"]}) == {
+        "archive": "a -b.tar", "names": ["x-", "./-y"]}
+    assert pack.params[0].type_name == "Operand"

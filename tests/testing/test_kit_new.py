@@ -33,7 +33,7 @@ def test_new_scaffolds_runbooks_whose_tests_and_lint_pass(tmp_path: Path) -> Non
                             "runbooks"], cwd=tmp_path, capture_output=True, text=True,
                            timeout=120, env={k: v for k, v in os.environ.items()
                                              if not k.startswith("PYTEST_")})
-    assert tests.returncode == 0 and "11 passed" in tests.stdout, tests.stdout + tests.stderr
+    assert tests.returncode == 0 and "14 passed" in tests.stdout, tests.stdout + tests.stderr
 
     # lint holds each scaffold to its TODO docstring until a real one is written.
     lint = sd(tmp_path, "lint", "--json")

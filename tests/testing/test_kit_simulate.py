@@ -21,15 +21,18 @@ from selfdrive import Context, Risk, runbook
 
 @runbook(risk=Risk.LOW, timeout="1m")
 def write_flag(ctx: Context, folder: str, value: str, expect: str | None = None,
-               fail_body: bool = False, fail_rollback: bool = False,
-               fail_by_default: bool = False) -> None:
+               fail_body: bool = False, fail_rollback: bool = False, shards: int = 1,
+               crash_live: bool = False, fail_by_default: bool = False) -> None:
     """Write a flag file; verification reads it back."""
     ctx.run("test -w {{ folder }}", readonly=True, check=True)
+    ctx.note("per_shard", len(value) / shards)
     ctx.run("printf %s {{ value }} > {{ folder }}/flag", check=True)
     if fail_body:
         ctx.run("false", check=True)
     if fail_by_default:
         ctx.run("false")  # no check=: a failed command raises all the same
+    if crash_live and not ctx.dry_run:
+        {}["shard"]
 
 
 @write_flag.precondition
@@ -94,6 +97,34 @@ def test_simulation_and_real_run_agree(team: Team, tmp_path: Path, case: str) ->
     assert sim.plan is not None and sim.plan.hash == real.plan.hash
     simulated = [(s.phase, s.kind, s.name, s.target, s.command, s.status) for s in sim.steps]
     assert simulated == _journal_view(team.steps(real.run.id))
+
+
+@pytest.mark.parametrize(("extra", "status", "error", "line"), [
+    ({"shards": 0}, RunState.FAILED, "planning failed: ZeroDivisionError: division by zero",
+     '    ctx.note("per_shard", len(value) / shards)'),
+    ({"crash_live": True}, RunState.ROLLED_BACK, "KeyError: 'shard'", '        {}["shard"]'),
+])
+def test_a_crash_names_the_runbook_line_in_simulation_and_real_run_alike(
+        team: Team, tmp_path: Path, extra: dict[str, Any], status: RunState, error: str,
+        line: str) -> None:
+    path = team.write(FLAG)
+    number = path.read_text().splitlines().index(line) + 1
+    folder = tmp_path / "flags"
+    folder.mkdir()
+    params = {"folder": str(folder), "value": "on", **extra}
+
+    real = team.run("write-flag", **params)
+    sim = simulate(team.runbook("write-flag"), _fake(folder, "on"), **params)
+
+    where = f"(at {path}:{number}, in write_flag)"
+    assert real.run.status is sim.status is status
+    assert real.message.startswith(f"{error} {where}"), real.message
+    assert sim.message == real.message
+    assert sim.traceback == (f'  File "{path}", line {number}, in write_flag\n'
+                             f"    {line.strip()}\n{error.removeprefix('planning failed: ')}")
+    journal = team.executor().journal
+    journaled = [e.data.get("traceback") for e in journal.events(real.run.id)]
+    assert sim.traceback in journaled  # what `selfdrive logs` shows
 
 
 def test_unmet_precondition_stops_both_before_any_change(team: Team, tmp_path: Path) -> None:

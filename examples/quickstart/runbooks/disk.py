@@ -1,10 +1,10 @@
 """Disk runbooks: a read-only report and cache cleaning, for any Linux machine."""
 
-from selfdrive import Context, Risk, alert, runbook
+from selfdrive import Context, Operand, Risk, alert, runbook
 
 
 @runbook(risk=Risk.READ_ONLY, domain="host", timeout="1m", tags=["disk"])
-def disk_report(ctx: Context, path: str = ".") -> None:
+def disk_report(ctx: Context, path: Operand = ".") -> None:
     """Report disk space and inode use for the filesystem holding a path.
 
     Read-only: at every level above L0 it runs by itself, and its notes say how full
@@ -25,7 +25,7 @@ def disk_report(ctx: Context, path: str = ".") -> None:
     timeout="5m",
     tags=["disk", "cache"],
 )
-def clean_cache(ctx: Context, path: str = "var/cache", days: int = 7) -> None:
+def clean_cache(ctx: Context, path: Operand = "var/cache", days: int = 7) -> None:
     """Delete cache files older than N days, and say how many bytes that freed.
 
     The plan lists every file that would go; nothing outside `path` is touched
@@ -56,7 +56,7 @@ def no_old_files_left(ctx: Context, path: str, days: int) -> bool:
 
 
 @runbook(risk=Risk.CRITICAL, domain="host", timeout="5m", tags=["disk", "cache"])
-def wipe_cache(ctx: Context, path: str = "var/cache") -> None:
+def wipe_cache(ctx: Context, path: Operand = "var/cache") -> None:
     """Empty a cache directory completely, whatever the files' age.
 
     CRITICAL on purpose: below L3 policy only ever plans it, and above it a human

@@ -1,10 +1,10 @@
 """Log runbooks: rotate a runaway log without losing what it holds."""
 
-from selfdrive import Context, Risk, runbook
+from selfdrive import Context, Operand, Risk, runbook
 
 
 @runbook(risk=Risk.MEDIUM, domain="host", lock="{{ path }}", timeout="5m", tags=["logs"])
-def rotate_log(ctx: Context, path: str = "var/log/app.log", keep: int = 3) -> None:
+def rotate_log(ctx: Context, path: Operand = "var/log/app.log", keep: int = 3) -> None:
     """Rotate a log file: compress a copy to PATH.1.gz, shift older copies, truncate it.
 
     The writer keeps its open file handle (copy-then-truncate), so no restart is
