@@ -83,7 +83,9 @@ def test_a_failing_command_fails_the_run_and_the_rollback_runs(l4: Project,
     code, out = _run(l4, "three-steps", "-p", f"folder={tmp_path}")
     assert code == 1, out
     assert out["run"]["status"] == "rolled_back"
-    assert out["run"]["error"] == "exit 3 failed on local: exit code 3"
+    # The failure names the command and where in the runbook it was run.
+    assert out["run"]["error"].startswith("exit 3 failed on local: exit code 3 (at ")
+    assert out["run"]["error"].endswith("check.py:8, in three_steps)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rolled-back"]  # b never written
 
 

@@ -309,5 +309,6 @@ def test_a_run_that_policy_only_plans_says_what_would_allow_it(project: Project,
     assert explained["mode"] == "dry-run" and explained["reasons"][-1] == allows
     # Asking for a plan needs no such advice.
     planned = project.sd("plan", "wipe", "-p", f"marker={marker}")
-    assert "not run" not in planned.stdout and "--yes" not in planned.stderr, explain(planned)
+    assert "planned only, not run" not in planned.stdout, explain(planned)
+    assert "--yes" not in planned.stderr, explain(planned)
     assert "planned; nothing was changed" in planned.stdout
