@@ -174,6 +174,9 @@ def restart_app(ctx: Context, marker: str) -> None:
     result = ctx.ansible([{"hosts": "all", "gather_facts": False, "tasks": [
         {"name": "restart", "shell": "echo restarted >> {{ marker }}"},
         {"name": "record", "shell": "echo done >> {{ marker }}.log"},
+        {"name": "raw", "raw": "echo raw >> {{ marker }}.raw"},
+        # A module without check-mode support: skipped "for check mode".
+        {"name": "answer", "expect": {"command": "true", "responses": {"x": "y"}}},
         {"name": "never", "shell": "echo never >> {{ marker }}.never", "when": "false"},
     ]}], hosts="web", extravars={"marker": marker})
     if not result.ok:
@@ -200,10 +203,12 @@ def test_shell_tasks_count_in_the_blast_radius(team: Team, sshd: Sshd,
     changes = _ansible_changes(out["plan"])
     assert [(c["target"], c["command"]) for c in changes] == [
         (h, f"ansible inline playbook: {task} (check mode cannot predict it)")
-        for task in ("restart", "record") for h in ("web1", "web2")]
+        for task in ("restart", "record", "raw", "answer") for h in ("web1", "web2")]
     assert all(c["data"]["unpredictable"] for c in changes)
     assert changes[2]["text"] == f"shell: echo done >> {marker}.log"
-    assert out["plan"]["unpredictable"] == 4
+    assert changes[4]["text"] == f"raw: echo raw >> {marker}.raw"
+    assert changes[6]["text"].startswith("expect: command=true")
+    assert out["plan"]["unpredictable"] == 8
     assert list(remote_home.iterdir()) == []  # nothing ran
     assert len(team.events("guardrail.tripped", out["run"]["id"])) == 1
 
