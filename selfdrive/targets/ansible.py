@@ -334,6 +334,10 @@ def run_playbook(playbook: str | Path | list[dict[str, Any]], hosts: Sequence[Ho
             error=error, warnings=warnings)
 
 
+#: What ansible-runner always sets for its events, even to a value this process has.
+_RUNNER_OWN = ("ANSIBLE_STDOUT_CALLBACK", "ANSIBLE_CALLBACK_PLUGINS", "AWX_ISOLATED_DATA_DIR")
+
+
 def _runner_environ(prepared: Mapping[str, str], ours: Mapping[str, str],
                     inherited: Mapping[str, str]) -> dict[str, str]:
     """The environment ansible-playbook gets: ours, plus what ansible-runner itself set
@@ -343,7 +347,7 @@ def _runner_environ(prepared: Mapping[str, str], ours: Mapping[str, str],
     for key, value in prepared.items():
         if key == "ORIGINAL_STDOUT_CALLBACK":  # only ever copied from the inherited one
             continue
-        if value != ours.get(key, inherited.get(key)):
+        if key in _RUNNER_OWN or value != ours.get(key, inherited.get(key)):
             env[key] = value
     return env
 
