@@ -218,120 +218,128 @@ def run_playbook(playbook: str | Path | list[dict[str, Any]], hosts: Sequence[Ho
         from selfdrive.targets.environ import child_environ
 
         environ = child_environ(DEFAULT_ENV_ALLOW)
-    with private_dir(private_root) as pdd:
-        run_mark = pdd.name  # in every Ansible process's environment, to find them all
-        env_dir = pdd / "env"
-        env_dir.mkdir(mode=0o700)
-        # Passed as a file: ansible-runner drops a ``settings=`` argument when this file
-        # is missing. Output stays in memory (the events carry it), never in a file.
-        (env_dir / "settings").write_text(json.dumps({"pexpect_timeout": POLL,
-                                                      "suppress_output_file": True}))
-        extravars_file = env_dir / "extravars"
-        if extravars:
-            fd = os.open(extravars_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(dict(extravars), fh)
-        local_tmp = pdd / "tmp"
-        local_tmp.mkdir(mode=0o700)
-        skips_file = pdd / "skips.jsonl"
-        path_var = os.pathsep.join([str(Path(binary).parent),
-                                    environ.get("PATH", os.defpath)])
-        envvars = {
-            **environ,
-            "PATH": path_var,
-            MARK_VARIABLE: run_mark,
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_FORCE_COLOR": "0",
-            "ANSIBLE_HOST_KEY_CHECKING": "True",
-            "ANSIBLE_SSH_ARGS": ssh_args(known_hosts.resolve()),
-            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(local_tmp / "cp"),
-            "ANSIBLE_LOCAL_TEMP": str(local_tmp),
-            "ANSIBLE_PIPELINING": "True" if pipelining else "False",
-            "ANSIBLE_TIMEOUT": str(max(1, round(connect_timeout))),
-            "ANSIBLE_RETRY_FILES_ENABLED": "False",
-            "ANSIBLE_DEPRECATION_WARNINGS": "False",
-            "ANSIBLE_SYSTEM_WARNINGS": "False",
-            "ANSIBLE_PYTHON_INTERPRETER": python_interpreter,
-            # A skipped task's event then says what it would have run (see _would_run).
-            "ANSIBLE_DISPLAY_ARGS_TO_STDOUT": "True",
-            "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACKS),
-            SKIPS_VARIABLE: str(skips_file),
-        }
-        cmdline = ["--check"] if check else []
-        if diff or check:
-            cmdline.append("--diff")
+    collector = _Collector(masker, on_event)
+    try:
+        with private_dir(private_root) as pdd:
+            run_mark = pdd.name  # in every Ansible process's environment, to find them all
+            env_dir = pdd / "env"
+            env_dir.mkdir(mode=0o700)
+            # Passed as a file: ansible-runner drops a ``settings=`` argument when this file
+            # is missing. Output stays in memory (the events carry it), never in a file.
+            (env_dir / "settings").write_text(json.dumps({"pexpect_timeout": POLL,
+                                                          "suppress_output_file": True}))
+            extravars_file = env_dir / "extravars"
+            if extravars:
+                fd = os.open(extravars_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    json.dump(dict(extravars), fh)
+            local_tmp = pdd / "tmp"
+            local_tmp.mkdir(mode=0o700)
+            skips_file = pdd / "skips.jsonl"
+            path_var = os.pathsep.join([str(Path(binary).parent),
+                                        environ.get("PATH", os.defpath)])
+            envvars = {
+                **environ,
+                "PATH": path_var,
+                MARK_VARIABLE: run_mark,
+                "ANSIBLE_NOCOLOR": "1",
+                "ANSIBLE_FORCE_COLOR": "0",
+                "ANSIBLE_HOST_KEY_CHECKING": "True",
+                "ANSIBLE_SSH_ARGS": ssh_args(known_hosts.resolve()),
+                "ANSIBLE_SSH_CONTROL_PATH_DIR": str(local_tmp / "cp"),
+                "ANSIBLE_LOCAL_TEMP": str(local_tmp),
+                "ANSIBLE_PIPELINING": "True" if pipelining else "False",
+                "ANSIBLE_TIMEOUT": str(max(1, round(connect_timeout))),
+                "ANSIBLE_RETRY_FILES_ENABLED": "False",
+                "ANSIBLE_DEPRECATION_WARNINGS": "False",
+                "ANSIBLE_SYSTEM_WARNINGS": "False",
+                "ANSIBLE_PYTHON_INTERPRETER": python_interpreter,
+                # A skipped task's event then says what it would have run (see _would_run).
+                "ANSIBLE_DISPLAY_ARGS_TO_STDOUT": "True",
+                "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACKS),
+                SKIPS_VARIABLE: str(skips_file),
+            }
+            cmdline = ["--check"] if check else []
+            if diff or check:
+                cmdline.append("--diff")
 
-        def forget_extravars() -> None:
-            # ansible-playbook reads them once, before the playbook starts: the secrets
-            # among them need not stay on disk while it runs.
-            with contextlib.suppress(OSError):
-                extravars_file.unlink()
+            def forget_extravars() -> None:
+                # ansible-playbook reads them once, before the playbook starts: the secrets
+                # among them need not stay on disk while it runs.
+                with contextlib.suppress(OSError):
+                    extravars_file.unlink()
 
-        collector = _Collector(masker, on_event, on_start=forget_extravars)
-        deadline = time.monotonic() + timeout
-        stop = {"why": ""}
-        stopped_processes = 0
+            collector.on_start = forget_extravars
+            deadline = time.monotonic() + timeout
+            stop = {"why": ""}
+            stopped_processes = 0
 
-        def cancel() -> bool:
-            # ansible-runner's own timeout kills only ansible-playbook's process group;
-            # Ansible's workers (own sessions) and their ssh would go on, holding the pty
-            # open, so the run would end ~5 s late and leave the tasks in flight running.
-            nonlocal stopped_processes
-            if not stop["why"]:
-                if collector.error is not None:
-                    stop["why"] = "error"
-                elif time.monotonic() >= deadline:
-                    stop["why"] = "timeout"
-                elif should_stop is not None and should_stop():
-                    stop["why"] = "canceled"
-            if stop["why"]:
-                stopped_processes += kill_marked(run_mark)
-                return True
-            return False
+            def cancel() -> bool:
+                # ansible-runner's own timeout kills only ansible-playbook's process group;
+                # Ansible's workers (own sessions) and their ssh would go on, holding the pty
+                # open, so the run would end ~5 s late and leave the tasks in flight running.
+                nonlocal stopped_processes
+                if not stop["why"]:
+                    if collector.error is not None:
+                        stop["why"] = "error"
+                    elif time.monotonic() >= deadline:
+                        stop["why"] = "timeout"
+                    elif should_stop is not None and should_stop():
+                        stop["why"] = "canceled"
+                if stop["why"]:
+                    stopped_processes += kill_marked(run_mark)
+                    return True
+                return False
 
-        try:
-            runner = init_runner(
-                private_data_dir=str(pdd), inventory=inventory_for(
-                    hosts, python_interpreter=python_interpreter),
-                envvars=envvars, cmdline=" ".join(cmdline), forks=max(1, forks),
-                suppress_env_files=True, quiet=True, fact_cache_type="memory",
-                event_handler=collector.handle, cancel_callback=cancel, **kwargs)
-            runner.config.env = _runner_environ(runner.config.env, envvars, os.environ)
-            runner.run()
-            rc: int | None = runner.rc
-            status = str(runner.status)
-            if stop["why"] == "timeout":
-                status = "timeout"
-            error = None
-        except Exception as exc:  # a runner set-up failure: report it as a value
-            rc, status = None, "error"
-            error = f"ansible-runner failed: {type(exc).__name__}: {masker(str(exc))}"
-        finally:
-            forget_extravars()
-        leftovers = kill_marked(run_mark)
-        warnings = []
-        if stop["why"] in ("timeout", "canceled"):
-            warnings.append(f"stopped the run ({stop['why']}) and killed {stopped_processes} "
-                            f"ansible process(es); a task in flight may have changed its host "
-                            f"(with pipelining on, its remote command may still be running)")
-        if leftovers:
-            warnings.append(f"killed {leftovers} ansible process(es) left running after the "
-                            f"run ended ({status})")
-        if collector.error is not None:
-            raise collector.error
-        if check:
-            collector.add_unpredictable(_read_skips(skips_file))
-        stdout = collector.stdout()
-        if status == "timeout":
-            error = f"the playbook timed out after {timeout:g}s"
-        elif status == "canceled":
-            error = "the playbook was canceled"
-        elif status == "failed" and not collector.failures and rc not in (None, 0):
-            error = f"ansible-playbook exited {rc}: {_last_line(stdout)}"
-        return PlaybookResult(
-            rc=rc, status=status, check=check, hosts=collector.hosts, tasks=collector.tasks,
-            changes=collector.changes, failures=collector.failures, stdout=stdout,
-            error=error, warnings=warnings)
+            try:
+                runner = init_runner(
+                    private_data_dir=str(pdd), inventory=inventory_for(
+                        hosts, python_interpreter=python_interpreter),
+                    envvars=envvars, cmdline=" ".join(cmdline), forks=max(1, forks),
+                    suppress_env_files=True, quiet=True, fact_cache_type="memory",
+                    event_handler=collector.handle, cancel_callback=cancel, **kwargs)
+                runner.config.env = _runner_environ(runner.config.env, envvars, os.environ)
+                runner.run()
+                rc: int | None = runner.rc
+                status = str(runner.status)
+                if stop["why"] == "timeout":
+                    status = "timeout"
+                error = None
+            except Exception as exc:  # a runner set-up failure: report it as a value
+                rc, status = None, "error"
+                error = f"ansible-runner failed: {type(exc).__name__}: {masker(str(exc))}"
+            finally:
+                forget_extravars()
+            leftovers = kill_marked(run_mark)
+            warnings = []
+            if stop["why"] in ("timeout", "canceled"):
+                warnings.append(f"stopped the run ({stop['why']}) and killed {stopped_processes} "
+                                f"ansible process(es); a task in flight may have changed its host "
+                                f"(with pipelining on, its remote command may still be running)")
+            if leftovers:
+                warnings.append(f"killed {leftovers} ansible process(es) left running after the "
+                                f"run ended ({status})")
+            if collector.error is not None:
+                raise collector.error
+            if check:
+                collector.add_unpredictable(_read_skips(skips_file))
+            stdout = collector.stdout()
+            if status == "timeout":
+                error = f"the playbook timed out after {timeout:g}s"
+            elif status == "canceled":
+                error = "the playbook was canceled"
+            elif status == "failed" and not collector.failures and rc not in (None, 0):
+                error = f"ansible-playbook exited {rc}: {_last_line(stdout)}"
+            return PlaybookResult(
+                rc=rc, status=status, check=check, hosts=collector.hosts, tasks=collector.tasks,
+                changes=collector.changes, failures=collector.failures, stdout=stdout,
+                error=error, warnings=warnings)
+    except OSError as exc:  # the private data directory could not be made or used
+        if exc is collector.error:
+            raise
+        return PlaybookResult(rc=None, status="error", check=check,
+                              error=f"cannot make or use Ansible's private data directory "
+                                    f"under {private_root}: {exc}")
 
 
 #: What ansible-runner always sets for its events, even to a value this process has.

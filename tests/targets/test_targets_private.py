@@ -14,6 +14,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from selfdrive.targets.ansible import run_playbook
+from selfdrive.targets.inventory import HostSpec
 from selfdrive.targets.private import MARK_VARIABLE, private_dir, sweep
 
 HOLDER = textwrap.dedent("""
@@ -95,3 +97,17 @@ def test_the_root_is_made_private_and_each_directory_goes_when_done(tmp_path: Pa
     assert marked.wait(timeout=5) == -9  # the block's leftover processes are killed
     assert not path.exists()
     assert sorted(p.name for p in root.iterdir()) == ["not-ours"]
+
+
+def test_a_root_that_cannot_hold_them_is_an_error_naming_it(tmp_path: Path) -> None:
+    taken = tmp_path / "journal.db"
+    taken.write_text("not a folder")
+    play = [{"hosts": "all", "gather_facts": False, "tasks": [{"ping": {}}]}]
+    host = HostSpec(name="web1", address="127.0.0.1", port=1, user="nobody")
+    r = run_playbook(play, [host], known_hosts=tmp_path / "known_hosts", private_root=taken,
+                     timeout=30)
+    assert r.status == "error" and not r.ok and r.rc is None
+    assert r.error is not None
+    assert r.error.startswith(f"cannot make or use Ansible's private data directory under "
+                              f"{taken}: ")
+    assert taken.read_text() == "not a folder"
