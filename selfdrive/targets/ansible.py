@@ -256,7 +256,8 @@ def run_playbook(playbook: str | Path | list[dict[str, Any]], hosts: Sequence[Ho
                 "ANSIBLE_PYTHON_INTERPRETER": python_interpreter,
                 # A skipped task's event then says what it would have run (see _would_run).
                 "ANSIBLE_DISPLAY_ARGS_TO_STDOUT": "True",
-                "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACKS),
+                "ANSIBLE_CALLBACK_PLUGINS": os.pathsep.join(filter(None, [
+                    str(CALLBACKS), environ.get("ANSIBLE_CALLBACK_PLUGINS")])),
                 SKIPS_VARIABLE: str(skips_file),
             }
             cmdline = ["--check"] if check else []
