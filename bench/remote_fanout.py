@@ -222,7 +222,8 @@ def main() -> int:
             for pipelining in (False, True):
                 def ansible(pipelining: bool = pipelining) -> None:
                     r = run_playbook(play, specs, known_hosts=known_hosts, forks=len(specs),
-                                     pipelining=pipelining, timeout=600)
+                                     pipelining=pipelining, timeout=600,
+                                     private_root=folder / "ansible")
                     if not r.ok:
                         raise SystemExit(f"ansible: {r.status} {r.error} {r.failures}")
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 
 from selfdrive.cli.cmd_runs import json_option, param_option
 from selfdrive.cli.command import Command, Group
-from selfdrive.cli.render import emit_json, short_time, status, table
+from selfdrive.cli.render import echo_diff, emit_json, short_time, status, table
 from selfdrive.cli.session import parse_params, session
+
+if TYPE_CHECKING:
+    from selfdrive.journal.records import StepRecord
 
 
 def _age(iso: str) -> str:
@@ -21,10 +25,22 @@ def _age(iso: str) -> str:
     return f"{seconds // 3600}h"
 
 
-def _changes(run_id: str, plan_hash: str | None) -> list[str]:
+def _change_steps(run_id: str, plan_hash: str | None) -> list[StepRecord]:
     steps = session().journal.steps(run_id)
-    return [f"{s.target}: {s.command}" for s in steps
+    return [s for s in steps
             if s.planned and s.plan_hash == plan_hash and s.phase.startswith("plan:")]
+
+
+def _changes(run_id: str, plan_hash: str | None) -> list[str]:
+    return [f"{s.target}: {s.command}" for s in _change_steps(run_id, plan_hash)]
+
+
+def _echo_plan(title: str, run_id: str, plan_hash: str | None) -> None:
+    click.secho(f"{title} {(plan_hash or '')[:12]}:", bold=True, err=True)
+    for step in _change_steps(run_id, plan_hash):
+        click.echo(f"  {step.target}: {step.command}", err=True)
+        if step.kind == "ansible-change":
+            echo_diff(step.stdout, err=True)
 
 
 @click.command(cls=Command)
@@ -101,12 +117,8 @@ def resume(run_id: str, params: tuple[str, ...], as_json: bool) -> None:
         emit_json(_outcome_json(result))
     else:
         if result.run.plan_hash != before.plan_hash:
-            click.secho(f"approved plan {(before.plan_hash or '')[:12]}:", bold=True, err=True)
-            for change in _changes(before.id, before.plan_hash):
-                click.echo(f"  {change}", err=True)
-            click.secho(f"plan now {(result.run.plan_hash or '')[:12]}:", bold=True, err=True)
-            for change in _changes(before.id, result.run.plan_hash):
-                click.echo(f"  {change}", err=True)
+            _echo_plan("approved plan", before.id, before.plan_hash)
+            _echo_plan("plan now", before.id, result.run.plan_hash)
         _print_outcome(result)
     raise SystemExit(result.exit_code)
 

@@ -11,6 +11,7 @@ import click
 
 from selfdrive.cli.command import Command
 from selfdrive.cli.render import (
+    echo_diff,
     emit_json,
     isatty,
     short_time,
@@ -87,10 +88,15 @@ def _ask(run: RunRecord, plan: Plan, decision: Decision) -> bool:
 
 def _print_plan(plan: Plan, *, err: bool = True) -> None:
     changes = plan.changes
+    unknown = len(plan.unpredictable)
     click.secho(f"\nPlan {plan.hash[:12]} — {len(changes)} change(s) on "
-                f"{', '.join(plan.targets) or 'no target'}:", bold=True, err=err)
+                f"{', '.join(plan.targets) or 'no target'}"
+                + (f", {unknown} of them unpredictable (check mode skipped the task)"
+                   if unknown else "") + ":", bold=True, err=err)
     for step in changes:
         click.echo(f"  [{step.phase}] {step.target}: {step.command}", err=err)
+        if step.kind == "ansible-change":
+            echo_diff(step.text, err=err)
     for note in plan.notes:
         click.echo(f"  note: {note}", err=err)
     click.echo("", err=err)
@@ -289,6 +295,8 @@ def logs(run_id: str, as_json: bool) -> None:
         click.echo(f"{st.seq:>3}  {status(st.status) + ' ' * (10 - len(st.status))}  "
                    f"{start:<12}  {format_seconds(step_took):>6}  [{st.phase}]{where} {label}"
                    + (f"  exit {st.exit_code}" if st.exit_code not in (None, 0) else ""))
+        if st.kind == "ansible-change":
+            echo_diff(st.stdout)
         if st.kind == "command" and not st.planned:
             for stream, text in (("out", st.stdout), ("err", st.stderr)):
                 for line in (text or "").rstrip("\n").splitlines()[-20:]:

@@ -93,7 +93,6 @@ def serve(host: str | None, port: int | None) -> None:
     the runs in progress finish (runs still queued start when the receiver starts
     again, within the dedup window).
     """
-    from selfdrive.journal.store import open_journal
     from selfdrive.triggers.receiver import (
         Credentials,
         ReceiverApp,
@@ -111,7 +110,7 @@ def serve(host: str | None, port: int | None) -> None:
     check_bind(host, creds)
     s.warn_problems()
     # Its own connection: it waits receiver.journal_timeout for a busy journal, then 503.
-    journal = open_journal(s.config.journal_path, busy_timeout=rc.journal_timeout)
+    journal = s.open_journal(busy_timeout=rc.journal_timeout)
     intake = _intake(s, journal=journal)
     config_path = s.config.path or s.config.root / "selfdrive.toml"
     try:

@@ -47,6 +47,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         click.echo(line(row))
 
 
+def echo_diff(diff: str | None, *, err: bool = False) -> None:
+    """The diff an Ansible change would write (or wrote), under its step: an approver
+    reads the content, not just the task's name."""
+    for line in (diff or "").rstrip("\n").splitlines():
+        colour = "green" if line.startswith("+") else "red" if line.startswith("-") else None
+        click.echo(click.style(f"      {line}", fg=colour), err=err)
+
+
 def short_time(iso: str | None) -> str:
     if not iso:
         return ""

@@ -44,10 +44,19 @@ class Session:
     @property
     def journal(self) -> SqliteJournal:
         if self._journal is None:
-            from selfdrive.journal.store import open_journal
-
-            self._journal = open_journal(self.config.journal_path)
+            self._journal = self.open_journal()
         return self._journal
+
+    def open_journal(self, **options: Any) -> SqliteJournal:
+        """A new connection to the team's journal, after crash recovery: runs of dead
+        processes are marked interrupted, and what their playbooks left on disk (it may
+        hold secrets) is removed."""
+        from selfdrive.journal.store import open_journal
+        from selfdrive.targets.private import private_root, sweep
+
+        journal = open_journal(self.config.journal_path, **options)
+        sweep(private_root(self.config.journal_path))
+        return journal
 
     @cached_property
     def os_user(self) -> str:

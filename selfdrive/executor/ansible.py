@@ -1,12 +1,15 @@
 """``ctx.ansible``: a playbook through ansible-runner, planned in check mode.
 
 In dry-run the playbook runs with ``--check --diff``; each change Ansible predicts
-becomes a planned change of the plan (host, task, diff), so an approval covers
-exactly what Ansible said it would do. Live, each change it made is recorded.
+becomes a planned change of the plan (host, task, and the diff, which the plan's hash
+covers), so an approval covers exactly what Ansible said it would write. A task check
+mode cannot predict (``shell``, ``command`` …) is a planned change on every host it
+targets, marked as such. Live, each change it made is recorded.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +54,8 @@ def run_ansible(ctx: RunContext, playbook: str | list[dict[str, Any]], *,
                 hosts: str | list[str], extravars: Mapping[str, Any], readonly: bool,
                 timeout: float | None) -> AnsibleResult:
     from selfdrive.targets.ansible import run_playbook
+    from selfdrive.targets.environ import child_environ
+    from selfdrive.targets.private import private_root
 
     s = ctx._scope
     left = ctx._check_deadline()
@@ -87,6 +92,8 @@ def run_ansible(ctx: RunContext, playbook: str | list[dict[str, Any]], *,
                                       detail=s.redact(event.message) or None))
 
     result = run_playbook(source, specs, known_hosts=config.ssh.known_hosts_path(config.root),
+                          private_root=private_root(config.journal_path),
+                          environ=child_environ(config.executor.env_allow),
                           extravars=plain, check=check,
                           secrets=s.redact.secrets,
                           timeout=min(timeout or s.command_timeout, left), on_event=on_event,
@@ -109,14 +116,35 @@ def run_ansible(ctx: RunContext, playbook: str | list[dict[str, Any]], *,
     ordered = sorted(result.changes, key=lambda c: (task_order.get(c.task, len(task_order)),
                                                     host_order.get(c.host, len(host_order))))
     for change in ordered:
-        diff = s.redact(change.diff) or ""
-        task = s.redact(change.task) or ""
-        changes.append(AnsibleChange(host=change.host, task=task, diff=diff))
-        step = s.sink.begin(s.phase, "ansible-change", target=change.host,
-                            command=f"ansible {name}: {task}", readonly=False,
-                            planned=check, stdout=bound(diff, s.output_limit)[0])
-        s.sink.finish(step, "planned" if check else "changed")
-        s.observer.step(StepEvent(s.phase, "ansible-change", "planned" if check else "ok",
-                                  task, change.host))
+        changes.append(record_change(ctx, name, AnsibleChange(
+            host=change.host, task=s.redact(change.task) or "", diff=s.redact(change.diff) or "",
+            unpredictable=change.unpredictable), check=check))
     return AnsibleResult(playbook=name, rc=result.rc, check=check, changes=tuple(changes),
                          failures=failures, error=s.redact(result.error))
+
+
+UNPREDICTABLE = "check mode cannot predict it"
+
+
+def record_change(ctx: RunContext, name: str, change: AnsibleChange, *,
+                  check: bool) -> AnsibleChange:
+    """Record one change of playbook ``name`` (planned in check mode, made otherwise).
+
+    Its diff (masked) is the step's text, and its digest in the step's data is what a
+    plan's hash covers: the whole diff, even where the stored text is cut.
+    """
+    s = ctx._scope
+    command = f"ansible {name}: {change.task}"
+    if change.unpredictable:
+        command += f" ({UNPREDICTABLE})"
+    data: dict[str, Any] = {"diff_sha256": hashlib.sha256(change.diff.encode()).hexdigest()}
+    if change.unpredictable:
+        data["unpredictable"] = True
+    step = s.sink.begin(s.phase, "ansible-change", target=change.host, command=command,
+                        readonly=False, planned=check, data=data,
+                        stdout=bound(change.diff, s.output_limit)[0])
+    s.sink.finish(step, "planned" if check else "changed")
+    s.observer.step(StepEvent(s.phase, "ansible-change", "planned" if check else "ok",
+                              change.task + (f" ({UNPREDICTABLE})" if change.unpredictable
+                                             else ""), change.host))
+    return change

@@ -651,13 +651,17 @@ class _Start:
     skipped: tuple[int, str, RunRecord] | None = None
 
 
+#: Steps whose text belongs to the plan: a logged line, the diff of an Ansible change.
+_PLAN_TEXT = ("log", "ansible-change")
+
+
 def _planned(step: dict[str, Any], redact: Redactor) -> PlannedStep:
     return PlannedStep(
         phase=step["phase"], kind=step["kind"], name=step.get("name"),
         target=step.get("target"), command=step.get("command"),
         readonly=bool(step.get("readonly")), status=step["status"],
         exit_code=step.get("exit_code"),
-        text=redact(step.get("stdout")) if step["kind"] == "log" else None,
+        text=redact(step.get("stdout")) if step["kind"] in _PLAN_TEXT else None,
         data=redact.deep(step.get("data")))
 
 

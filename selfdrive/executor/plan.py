@@ -28,6 +28,18 @@ class PlannedStep:
     def is_change(self) -> bool:
         return self.kind in ("command", "ansible-change") and not self.readonly
 
+    @property
+    def unpredictable(self) -> bool:
+        """A change no one can see in advance (a task Ansible's check mode skipped)."""
+        return isinstance(self.data, dict) and bool(self.data.get("unpredictable"))
+
+    @property
+    def binding(self) -> list[Any]:
+        """What an approval of this change binds: where, what runs, and, for a change
+        that writes content (an Ansible task's diff), a digest of all of it."""
+        digest = self.data.get("diff_sha256") if isinstance(self.data, dict) else None
+        return [self.phase, self.target, self.command, *([digest] if digest else [])]
+
 
 @dataclass(frozen=True)
 class CheckOutcome:
@@ -43,7 +55,8 @@ class Plan:
     """What a run would change, for whom, with which code.
 
     ``hash`` covers the runbook, its code digest, the masked parameters, the targets
-    and every planned change in order; an approval binds to it.
+    and every planned change in order (with what it would write, see
+    :attr:`PlannedStep.binding`); an approval binds to it.
     """
 
     runbook: str
@@ -62,6 +75,10 @@ class Plan:
         return tuple(sorted({s.target for s in self.changes if s.target}))
 
     @property
+    def unpredictable(self) -> tuple[PlannedStep, ...]:
+        return tuple(s for s in self.changes if s.unpredictable)
+
+    @property
     def preconditions_met(self) -> bool:
         return all(c.met for c in self.preconditions)
 
@@ -72,7 +89,7 @@ class Plan:
             "code": self.code_digest,
             "params": self.params,
             "targets": list(self.targets),
-            "changes": [[s.phase, s.target, s.command] for s in self.changes],
+            "changes": [s.binding for s in self.changes],
         }
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
@@ -84,6 +101,7 @@ class Plan:
             "code_digest": self.code_digest,
             "params": self.params,
             "targets": list(self.targets),
+            "unpredictable": len(self.unpredictable),
             "preconditions": [asdict(c) for c in self.preconditions],
             "changes": [asdict(s) for s in self.changes],
             "steps": [asdict(s) for s in self.steps],

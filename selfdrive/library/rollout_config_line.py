@@ -54,8 +54,9 @@ def rollout_config_line(ctx: Context, group: GroupName, path: FilePath, line: Li
     fails the run.
 
     In a plan, Ansible runs in check mode and the plan lists the changes it predicts
-    on every host (the canary check is skipped: nothing changed yet). `path` may hold
-    `{host}`, replaced by each host's inventory name.
+    on every host, with their diffs, which an approval covers (the canary check is
+    skipped: nothing changed yet). `path` may hold `{host}`, replaced by each host's
+    inventory name.
 
     Each host's file is saved to `PATH.selfdrive-prev` just before it changes (stale
     copies from earlier runs are removed first). Verification reads the line back on

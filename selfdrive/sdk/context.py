@@ -64,11 +64,16 @@ class HostsResult:
 
 @dataclass(frozen=True)
 class AnsibleChange:
-    """A change Ansible made, or predicted in check mode, on one host."""
+    """A change Ansible made, or predicted in check mode, on one host.
+
+    ``unpredictable``: check mode skipped the task (``shell``, ``command`` …), so it may
+    change the host in ways no diff shows; ``diff`` then says what it would run.
+    """
 
     host: str
     task: str
     diff: str = ""
+    unpredictable: bool = False
 
 
 @dataclass(frozen=True)
@@ -186,9 +191,10 @@ class Context(abc.ABC):
         """Run a playbook (a file relative to the team's folder, or tasks as data).
 
         In dry-run it runs in check mode with diff: the plan carries Ansible's own
-        predicted changes. ``readonly=True`` declares that it changes nothing. A
-        failed playbook (a host failed or was unreachable) raises
-        :class:`~selfdrive.sdk.errors.CommandFailedError` unless ``check=False``
+        predicted changes with their diffs, and each task check mode skips (``shell``,
+        ``command`` …) as a possible change on its hosts. ``readonly=True`` declares
+        that it changes nothing. A failed playbook (a host failed or was unreachable)
+        raises :class:`~selfdrive.sdk.errors.CommandFailedError` unless ``check=False``
         (which has nothing to do with Ansible's check mode: the run's mode decides that).
         """
 

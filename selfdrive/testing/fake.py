@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from selfdrive.executor.contexts import RunContext, Scope
-from selfdrive.executor.observe import SilentObserver, StepEvent
+from selfdrive.executor.observe import SilentObserver
 from selfdrive.executor.pool import TargetPool
 from selfdrive.executor.redact import Redactor
 from selfdrive.executor.sinks import MemorySink, StepSink
@@ -34,7 +34,7 @@ from selfdrive.sdk.context import (
     HostGroup,
     RemoteHost,
 )
-from selfdrive.sdk.errors import ReadOnlyViolationError
+from selfdrive.sdk.errors import ReadOnlyViolationError, UsageError
 from selfdrive.sdk.vocabulary import Mode
 
 if TYPE_CHECKING:
@@ -89,7 +89,13 @@ class _AnsibleScript:
     check: bool | None
     changed: tuple[str, ...]
     failed: Mapping[str, str]
-    diff: str
+    diff: str | Mapping[str | tuple[str, str], str]
+    unpredictable: tuple[str, ...]
+
+    def diff_of(self, task: str, host: str) -> str:
+        if isinstance(self.diff, str):
+            return self.diff
+        return self.diff.get((task, host), self.diff.get(task, ""))
     rc: int | None
     error: str | None
     times: int | None
@@ -273,21 +279,32 @@ class FakeContext(Context):
     def on_ansible(self, playbook: str | None = None, *,
                    hosts: str | Sequence[str] | None = None, check: bool | None = None,
                    changed: Sequence[str] = (), failed: Mapping[str, str] | None = None,
-                   diff: str = "", rc: int | None = None, error: str | None = None,
+                   diff: str | Mapping[str | tuple[str, str], str] = "",
+                   unpredictable: Sequence[str] = (),
+                   rc: int | None = None, error: str | None = None,
                    times: int | None = None) -> FakeContext:
         """Script ``ctx.ansible``: on each host of the call, the tasks in ``changed`` report a
         change (predicted, in check mode) unless the host is in ``failed`` (host → message).
 
         ``playbook`` is the file name or ``"inline playbook"`` (``None``: any); ``hosts``
         limits the script to calls whose hosts are all among them; ``check`` to check
-        mode (True) or real runs (False). ``rc`` defaults to 2 when a host failed, else 0.
+        mode (True) or real runs (False). ``diff`` is every change's diff, or one per
+        task name or per ``(task, host)``. ``unpredictable`` names those of the
+        ``changed`` tasks that check mode skips (``shell`` …): in a plan, a possible
+        change on each host, whose ``diff`` says what it would run. ``rc`` defaults to 2
+        when a host failed, else 0.
         """
+        stray = [t for t in unpredictable if t not in changed]
+        if stray:
+            raise UsageError(f"on_ansible(unpredictable=…): {', '.join(map(repr, stray))} "
+                             f"not among the changed tasks {list(changed)!r}")
         names = None if hosts is None else (
             frozenset([hosts]) if isinstance(hosts, str) else frozenset(hosts))
         with self._lock:
             self._ansible_scripts.append(_AnsibleScript(
-                playbook, names, check, tuple(changed), dict(failed or {}), diff, rc, error,
-                times))
+                playbook, names, check, tuple(changed), dict(failed or {}),
+                diff if isinstance(diff, str) else dict(diff), tuple(unpredictable), rc,
+                error, times))
         return self
 
     # -- what happened ---------------------------------------------------------------
@@ -384,7 +401,7 @@ class FakeContext(Context):
             raise ReadOnlyViolationError(f"{s.phase} {s.hook or ''} tried to run a playbook "
                                          f"that changes things; pass readonly=True if it "
                                          f"only reads")
-        from selfdrive.executor.ansible import playbook_name
+        from selfdrive.executor.ansible import playbook_name, record_change
 
         name = s.redact(playbook_name(playbook)) or ""
         specs = s.pool.hosts(hosts)
@@ -424,16 +441,12 @@ class FakeContext(Context):
         changes = []
         # Task by task, each on every host, as Ansible's linear strategy reports them.
         for task in script.changed:
+            unknown = check and task in script.unpredictable
             for host in (h for h in names if h not in failures):
-                change = AnsibleChange(host=host, task=s.redact(task) or "",
-                                       diff=s.redact(script.diff) or "")
-                changes.append(change)
-                step = s.sink.begin(s.phase, "ansible-change", target=host,
-                                    command=f"ansible {name}: {change.task}", readonly=False,
-                                    planned=check, stdout=change.diff)
-                s.sink.finish(step, "planned" if check else "changed")
-                s.observer.step(StepEvent(s.phase, "ansible-change",
-                                          "planned" if check else "ok", change.task, host))
+                changes.append(record_change(ctx, name, AnsibleChange(
+                    host=host, task=s.redact(task) or "",
+                    diff=s.redact(script.diff_of(task, host)) or "", unpredictable=unknown),
+                    check=check))
         return AnsibleResult(playbook=name, rc=rc, check=check, changes=tuple(changes),
                              failures=failures, error=s.redact(script.error))
 

@@ -30,6 +30,7 @@ from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
 from selfdrive.sdk.errors import SelfdriveError
+from selfdrive.targets.private import private_root, sweep
 from selfdrive.triggers.intake import AlertIntake, Job
 
 if TYPE_CHECKING:
@@ -291,6 +292,8 @@ class WorkerPool:
                         + "; starting another")
         with contextlib.suppress(SelfdriveError):
             self.intake.journal.recover()  # its run, if it had one, is interrupted now
+        with contextlib.suppress(OSError):  # and its playbook's files (secrets) go
+            sweep(private_root(self.intake.config.journal_path))
         if lost is not None:
             self._hand_on(lost)
         quick = time.monotonic() - slot.started < QUICK_DEATH_SECONDS

@@ -71,12 +71,16 @@ def test_a_failing_canary_stops_the_rest_and_is_rolled_back(fleet: Team, files: 
     assert not list(files.rglob("*.selfdrive-prev"))
 
     # The plan it ran on (check mode, one host per call, so Ansible's order is fixed) is
-    # the plan the fakes give when they predict what Ansible predicted.
+    # the plan the fakes give when they predict what Ansible predicted, diffs included.
+    diffs = {(CHANGE_TASK, h): (f"--- before: {files}/{h}/app.conf (content)\n"
+                                f"+++ after: {files}/{h}/app.conf (content)\n"
+                                "@@ -1,2 +1,2 @@\n-a=1\n+a=2\n b=1\n") for h in HOSTS}
     fake = FakeContext(config=fleet.config)
-    fake.on_ansible("inline playbook", check=True, changed=[BACKUP_TASK, CHANGE_TASK])
+    fake.on_ansible("inline playbook", check=True, changed=[BACKUP_TASK, CHANGE_TASK],
+                    diff=diffs)
     plan = plan_of(rollout_config_line, fake, **params)
-    assert [(c.phase, c.target, c.command) for c in plan.changes] == [
-        (c.phase, c.target, c.command) for c in outcome.plan.changes]
+    assert [(c.phase, c.target, c.command, c.text) for c in plan.changes] == [
+        (c.phase, c.target, c.command, c.text) for c in outcome.plan.changes]
     assert plan.hash == outcome.plan.hash
 
 

@@ -9,9 +9,15 @@ skipped silently (CI installs openssh-server; the script installs it when missin
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+# The approval tests' CLI helpers (a team folder driven through the real `selfdrive`).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "approvals"))
+
 from remote_support import HOSTS, Sshd, start_sshd, stop_sshd
 
 from selfdrive.targets.ssh import SshTarget

@@ -41,9 +41,12 @@ def test_check_mode_predicts_the_change_with_a_diff_and_touches_nothing(
     path, _ = remote_file
     events: list[AnsibleEvent] = []
     r = run_playbook(lineinfile_play(str(path)), [sshd.host(0)], known_hosts=sshd.known_hosts,
-                     check=True, timeout=120, on_event=events.append, tmp_root=tmp_path)
+                     check=True, timeout=120, on_event=events.append, private_root=tmp_path)
     assert r.ok and r.rc == 0 and r.status == "successful" and r.check, (r.error, r.stdout)
-    assert [(c.host, c.task) for c in r.changes] == [("h1", "set a")]
+    # The command is skipped in check mode: a change no diff can show, so a possible one.
+    assert [(c.host, c.task, c.unpredictable) for c in r.changes] == [
+        ("h1", "set a", False), ("h1", "a command", True)]
+    assert r.changes[1].diff == "command: true"
     diff = r.changes[0].diff
     assert "-a=1\n" in diff and "+a=2\n" in diff
     assert path.read_text() == "a=1\nb=1\n"  # untouched
@@ -58,7 +61,7 @@ def test_real_run_changes_the_file_and_reports_it(
         sshd: Sshd, remote_file: tuple[Path, SshTarget], tmp_path: Path) -> None:
     path, _ = remote_file
     r = run_playbook(lineinfile_play(str(path)), [sshd.host(0)], known_hosts=sshd.known_hosts,
-                     check=False, timeout=120, pipelining=True, tmp_root=tmp_path)
+                     check=False, timeout=120, pipelining=True, private_root=tmp_path)
     assert r.ok, (r.error, r.failures, r.stdout)
     assert path.read_text() == "a=2\nb=1\n"
     assert [(c.host, c.task) for c in r.changes] == [("h1", "set a"), ("h1", "a command")]
@@ -73,7 +76,7 @@ def test_unknown_host_key_makes_the_host_unreachable(sshd: Sshd, tmp_path: Path)
     runner_tmp = tmp_path / "runner"
     runner_tmp.mkdir()
     play = [{"hosts": "all", "gather_facts": False, "tasks": [{"name": "ping", "ping": {}}]}]
-    r = run_playbook(play, [sshd.host(2)], known_hosts=empty, timeout=120, tmp_root=runner_tmp)
+    r = run_playbook(play, [sshd.host(2)], known_hosts=empty, timeout=120, private_root=runner_tmp)
     assert not r.ok and r.status == "failed"
     assert r.hosts["h3"].unreachable == 1
     [failure] = r.failures["h3"]
@@ -100,13 +103,14 @@ def test_a_secret_in_extravars_leaves_no_trace_on_disk(sshd: Sshd, tmp_path: Pat
     secret = f"s3cr3t-{uuid.uuid4().hex}"
     runner_tmp = tmp_path / "runner"
     runner_tmp.mkdir()
-    during: list[list[Path]] = []
+    during: list[tuple[list[Path], list[Path]]] = []
     events: list[AnsibleEvent] = []
 
     def on_event(event: AnsibleEvent) -> None:
         events.append(event)
         if event.event == "runner_on_ok" and not during:
-            during.append(_files_containing(runner_tmp, secret.encode()))
+            during.append((_files_containing(runner_tmp, secret.encode()),
+                           _files_containing(runner_tmp, sshd.addresses[3].encode())))
 
     play = [{"hosts": "all", "gather_facts": False, "tasks": [
         {"name": "show it", "debug": {"msg": "token is {{ token }}"}},
@@ -114,10 +118,14 @@ def test_a_secret_in_extravars_leaves_no_trace_on_disk(sshd: Sshd, tmp_path: Pat
     ]}]
     r = run_playbook(play, [sshd.host(3)], known_hosts=sshd.known_hosts,
                      extravars={"token": secret}, secrets=[secret], timeout=120,
-                     on_event=on_event, tmp_root=runner_tmp)
+                     on_event=on_event, private_root=runner_tmp)
     assert r.ok, (r.error, r.failures)
-    # While it ran, the secret was on disk in the private data dir (the scan works) ...
-    assert during and during[0], "expected the secret in the runner's files during the run"
+    # While it ran, the private data dir held the run's files (the scan reads them: the
+    # inventory names the host), but none held the secret: ansible-playbook had read the
+    # extra variables, and its output and events stay in memory.
+    [(secret_files, inventory_files)] = during
+    assert inventory_files, "expected the inventory among the runner's files"
+    assert secret_files == []
     # ... and afterwards nothing under the runner's tmp root holds it, nor the results.
     assert list(runner_tmp.iterdir()) == []
     assert _files_containing(tmp_path, secret.encode()) == []
@@ -136,7 +144,7 @@ def test_timeout_stops_the_run_and_the_task_in_flight(sshd: Sshd, tmp_path: Path
         {"name": "hang", "command": "sleep 71.5"}, {"name": "never", "ping": {}}]}]
     started = time.monotonic()
     r = run_playbook(play, [sshd.host(4)], known_hosts=sshd.known_hosts, timeout=2,
-                     tmp_root=tmp_path)
+                     private_root=tmp_path)
     elapsed = time.monotonic() - started
     assert r.status == "timeout" and r.timed_out and not r.ok
     assert r.error == "the playbook timed out after 2s"
@@ -153,7 +161,7 @@ def test_should_stop_cancels_the_run(sshd: Sshd, tmp_path: Path) -> None:
         {"name": "hang", "command": "sleep 72.5"}]}]
     began = time.monotonic()
     r = run_playbook(play, [sshd.host(5)], known_hosts=sshd.known_hosts, timeout=60,
-                     should_stop=lambda: time.monotonic() - began > 1.5, tmp_root=tmp_path)
+                     should_stop=lambda: time.monotonic() - began > 1.5, private_root=tmp_path)
     assert r.status == "canceled" and r.error == "the playbook was canceled"
     assert time.monotonic() - began < 4
     assert wait_until(lambda: not remote_processes(sshd.user, "sleep 72.5"), timeout=5)

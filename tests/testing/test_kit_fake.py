@@ -7,6 +7,7 @@ import re
 import pytest
 
 from selfdrive import Context, Risk, SecretStr, runbook
+from selfdrive.executor.plan import Plan
 from selfdrive.sdk.errors import CommandFailedError, ReadOnlyViolationError, UsageError
 from selfdrive.sdk.vocabulary import Mode
 from selfdrive.testing import FakeContext, UnscriptedCommand, plan_of, simulate
@@ -125,6 +126,29 @@ def test_ansible_is_scripted_per_mode_and_host_and_secrets_stay_masked() -> None
     assert [c.check for c in fake.ansible_calls] == [True, True, False]
     assert all(c.extravars["token"] == "******" for c in fake.ansible_calls)
     assert "t0ps3cret" not in repr(fake.ansible_calls)
+
+
+def test_ansible_diffs_are_in_the_plan_and_its_hash_and_unpredictable_tasks_marked() -> None:
+    def planned(diff: dict[str | tuple[str, str], str]) -> Plan:
+        fake = FakeContext(groups={"web": ["web1", "web2"]})
+        fake.on_ansible("site.yml", changed=["render", "migrate"], unpredictable=["migrate"],
+                        diff=diff)
+        return plan_of(deploy, fake, version="1.2", token="t0ps3cret")
+
+    plan = planned({"render": "+version=t0ps3cret", ("migrate", "web2"): "shell: ./migrate"})
+    assert [(c.target, c.command, c.text, c.unpredictable) for c in plan.changes] == [
+        ("web1", "ansible site.yml: render", "+version=******", False),
+        ("web2", "ansible site.yml: render", "+version=******", False),
+        ("web1", "ansible site.yml: migrate (check mode cannot predict it)", "", True),
+        ("web2", "ansible site.yml: migrate (check mode cannot predict it)",
+         "shell: ./migrate", True)]
+    assert plan.targets == ("web1", "web2") and len(plan.unpredictable) == 2
+    # The hash covers what each change would write: another diff, another plan.
+    same = planned({"render": "+version=t0ps3cret", ("migrate", "web2"): "shell: ./migrate"})
+    other = planned({"render": "+version=1.3", ("migrate", "web2"): "shell: ./migrate"})
+    assert plan.hash == same.hash != other.hash
+    with pytest.raises(UsageError, match="'reboot' not among the changed tasks"):
+        FakeContext().on_ansible(changed=["render"], unpredictable=["reboot"])
 
 
 def test_unknown_hosts_and_bad_templates_fail_as_they_would_for_real() -> None:

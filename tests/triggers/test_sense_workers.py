@@ -176,6 +176,10 @@ def test_a_killed_worker_is_replaced_and_its_run_marked_interrupted(project: Pro
         shown = project.sd("alerts", "show", str(1))
         assert f"hang: started, run {run['id']} (running)" in shown.stdout, shown.stdout
         sleeper = _child_sleep(worker)
+        # What a worker killed mid-playbook leaves: a private data dir no one holds.
+        left = project.root / ".selfdrive" / "ansible" / "run-of-the-dead-worker"
+        left.mkdir(parents=True)
+        (left / "extravars").write_text("secret")
         os.kill(worker, signal.SIGKILL)
         assert gone_soon(worker, 5)
         deadline = time.monotonic() + 20
@@ -183,6 +187,7 @@ def test_a_killed_worker_is_replaced_and_its_run_marked_interrupted(project: Pro
             time.sleep(0.05)
         assert "alert worker" in server.log and "died (exit code -9)" in server.log
         server.wait_idle()
+        assert not left.exists()  # removed with no command run meanwhile
         [after] = project.rows("SELECT status, error FROM runs WHERE id = ?", (run["id"],))
         assert after["status"] == "interrupted"
         [step] = project.rows("SELECT status FROM steps WHERE run_id = ? AND kind = 'command' "
