@@ -159,8 +159,10 @@ def test_the_same_plan_twice_has_the_same_hash(team: Team, sshd: Sshd,
     assert not [t for t in texts if "ansible-tmp-" in t or "ansible-local-" in t], texts
     assert any("<ansible temp>/" in t for t in texts), texts
     # The plan, as a person reads it, shows the diffs.
-    assert f"Plan {hashes[0][:12]} — 2 change(s) on web1" in shown.stderr, explain(shown)
-    assert "+version = 2" in shown.stderr and "+welcome" in shown.stderr, explain(shown)
+    # (on stdout when it is redirected, as here; on stderr at a terminal)
+    seen = shown.stdout + shown.stderr
+    assert f"Plan {hashes[0][:12]} — 2 change(s) on web1" in seen, explain(shown)
+    assert "+version = 2" in seen and "+welcome" in seen, explain(shown)
 
 
 SHELL_RUNBOOK = '''

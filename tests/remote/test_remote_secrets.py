@@ -163,7 +163,7 @@ def test_an_unwrapped_canary_reaches_its_targets_and_no_sink(team: Path, sshd: S
                          "echo ****** > /dev/null", "checking ******"):
             assert fragment in shown, fragment
         body_failure = json.loads(sd("logs", runs[0]["id"], "--json", code=0))["run"]["error"]
-        assert body_failure == "echo ****** >&2; exit 3 failed on web1: exit code 3"
+        assert body_failure.startswith("echo ****** >&2; exit 3 failed on web1: exit code 3 (at ")
         assert "test ****** = wrong failed on web1: exit code 1" in runs[1]["error"]
 
         wal = journal.with_name("journal.db-wal")
