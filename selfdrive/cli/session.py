@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 from functools import cached_property
 from pathlib import Path
@@ -51,10 +50,10 @@ class Session:
 
     @cached_property
     def os_user(self) -> str:
-        try:
-            return getpass.getuser()
-        except (KeyError, OSError):
-            return f"uid:{os.getuid()}"
+        """From the uid, never from USER/LOGNAME, which anyone can set."""
+        from selfdrive.config.model import current_os_user
+
+        return current_os_user()
 
     @cached_property
     def actor(self) -> str:

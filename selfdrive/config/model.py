@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+import functools
+import os
+import pwd
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -207,6 +210,23 @@ class IdentityConfig(_Strict):
     """Whose word counts for who is acting."""
 
     os_user_authoritative: bool = False
+
+
+def current_os_user() -> str:
+    """The name of this process's uid, as the password database gives it.
+
+    Never ``LOGNAME``/``USER`` (what :func:`getpass.getuser` reads first): anyone can set
+    those, and with ``os_user_authoritative`` this name is the only identity there is.
+    """
+    return _user_of(os.getuid())
+
+
+@functools.cache
+def _user_of(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # no passwd entry (a bare container): the uid is still who it is
+        return f"uid:{uid}"
 
 
 #: What a shell command needs to behave as it does at a terminal, and nothing that is

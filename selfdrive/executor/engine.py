@@ -9,10 +9,7 @@ run, and the live run follows.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
-import os
-import pwd
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from selfdrive.config.model import TeamConfig
+from selfdrive.config.model import TeamConfig, current_os_user
 from selfdrive.executor.contexts import RunContext, Scope
 from selfdrive.executor.observe import Observer, SilentObserver, StepEvent
 from selfdrive.executor.plan import CheckOutcome, Plan, PlannedStep
@@ -59,19 +56,6 @@ from selfdrive.targets.local import LocalTarget
 
 S = RunState
 Approver = Callable[[RunRecord, Plan, Decision], bool]
-
-
-def current_os_user() -> str:
-    """What :func:`getpass.getuser` says, reading the password database once per uid."""
-    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
-        if user := os.environ.get(name):
-            return user
-    return _user_of(os.getuid())
-
-
-@functools.cache
-def _user_of(uid: int) -> str:
-    return pwd.getpwuid(uid).pw_name
 
 
 @dataclass(frozen=True)
