@@ -20,8 +20,13 @@ from pydantic import (
 )
 
 from selfdrive.config.remote import InventoryConfig, SshConfig
-from selfdrive.config.sense import ReceiverConfig, ScheduleConfig, check_timezone
-from selfdrive.sdk.vocabulary import Level, Risk, parse_duration
+from selfdrive.config.sense import (
+    ReceiverConfig,
+    ScheduleConfig,
+    check_timezone,
+    duration_setting,
+)
+from selfdrive.sdk.vocabulary import Level, Risk
 
 #: The built-in runbook library: a folder of runbook files shipped inside the package.
 LIBRARY_DIR = Path(__file__).resolve().parent.parent / "library"
@@ -45,9 +50,17 @@ class _Strict(BaseModel):
 class TrackRecordRule(_Strict):
     """What a qualifying track record is (DESIGN section 5, rule 1)."""
 
-    min_verified_successes: Annotated[int, Field(ge=0)] = 3
+    min_verified_successes: int = 3
     window: Annotated[int, Field(ge=1)] = 5
     applies_from: Risk = Risk.MEDIUM
+
+    @field_validator("min_verified_successes")
+    @classmethod
+    def _earned(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1: autonomy must be earned, and {value} "
+                             f"would grant it without a single verified success")
+        return value
 
     @field_validator("applies_from", mode="before")
     @classmethod
@@ -113,12 +126,8 @@ class ApprovalsConfig(_Strict):
     @field_validator("expiry", mode="before")
     @classmethod
     def _expiry(cls, value: object) -> object:
-        if isinstance(value, str | int | float):
-            duration = parse_duration(value)
-            if duration <= timedelta(0):
-                raise ValueError("expiry must be positive")
-            return duration
-        return value
+        return duration_setting(value, "expiry",
+                                why="an approval window of 0s closes as it opens")
 
     @field_validator("approvers", mode="before")
     @classmethod
@@ -141,7 +150,7 @@ class ApprovalsConfig(_Strict):
 class FreezeWindow(_Strict):
     """A change freeze: a date range, or the minutes a cron expression matches."""
 
-    name: str
+    name: Annotated[str, Field(min_length=1)]  # reasons and notifications name it
     start: datetime | None = None
     end: datetime | None = None
     cron: str | None = None
@@ -170,9 +179,29 @@ class FreezeWindow(_Strict):
         ranged = self.start is not None or self.end is not None
         if ranged == (self.cron is not None):
             raise ValueError(f"freeze {self.name!r}: give either start and end, or cron")
-        if ranged and (self.start is None or self.end is None or self.start >= self.end):
-            raise ValueError(f"freeze {self.name!r}: needs start before end")
+        if not ranged:
+            return self
+        if self.start is None or self.end is None:
+            raise ValueError(f"freeze {self.name!r}: give both start and end")
+        start, end = self.bounds()
+        if start >= end:
+            raise ValueError(f"freeze {self.name!r}: its end ({end:%Y-%m-%d %H:%M} "
+                             f"{self.timezone}) is not after its start ({start:%Y-%m-%d %H:%M} "
+                             f"{self.timezone}), so it would never hold")
         return self
+
+    def bounds(self) -> tuple[datetime, datetime]:
+        """Start and end as aware datetimes: a bound without an offset is in ``timezone``.
+
+        The guardrail compares these, so the check above sees what the guardrail sees.
+        """
+        from zoneinfo import ZoneInfo
+
+        assert self.start is not None and self.end is not None
+        tz = ZoneInfo(self.timezone)
+        start = self.start if self.start.tzinfo else self.start.replace(tzinfo=tz)
+        end = self.end if self.end.tzinfo else self.end.replace(tzinfo=tz)
+        return start.astimezone(tz), end.astimezone(tz)
 
 
 class GuardrailsConfig(_Strict):
@@ -187,7 +216,8 @@ class GuardrailsConfig(_Strict):
     @field_validator("rate_window", mode="before")
     @classmethod
     def _window(cls, value: object) -> object:
-        return parse_duration(value) if isinstance(value, str | int | float) else value
+        return duration_setting(value, "rate_window", why="an empty window counts no runs, "
+                                "so the rate limits would never trip")
 
 
 class Webhook(_Strict):
