@@ -209,11 +209,15 @@ def logs(run_id: str, as_json: bool) -> None:
     run = journal.get_run(run_id)
     steps = journal.steps(run.id)
     approvals = journal.approvals(run.id)
+    unbacked = [str(d) for d in journal.disagreements(run.id)]
     if as_json:
         emit_json({"run": run.as_json(), "steps": [s.as_json() for s in steps],
-                   "approvals": [a.as_json() for a in approvals]})
+                   "approvals": [a.as_json() for a in approvals],
+                   "disagreements": unbacked})
         return
     click.secho(f"run {run.id}: {run.runbook}", bold=True)
+    for line in unbacked:  # a row changed outside selfdrive must not read as the truth
+        click.secho(f"NOT IN THE AUDIT CHAIN: {line}", fg="red")
     click.echo(f"status {status(run.status.value)}, mode {run.mode}, requested by "
                f"{run.requested_by} (os user {run.os_user}) at {short_time(run.created_at)}")
     if run.params:

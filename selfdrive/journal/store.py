@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from selfdrive.journal import chain
+from selfdrive.journal.chain import Disagreement
 from selfdrive.journal.records import ApprovalRecord, RunRecord, StepRecord
 from selfdrive.sdk.errors import JournalError, JournalLockedError
 from selfdrive.sdk.vocabulary import RunState
@@ -226,6 +228,12 @@ class Journal(abc.ABC):
     def approvals(self, run_id: str) -> list[ApprovalRecord]: ...
 
     @abc.abstractmethod
+    def granted(self, run_id: str, plan_hash: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def disagreements(self, run_id: str | None = None) -> list[Disagreement]: ...
+
+    @abc.abstractmethod
     def count_runs(self, *, since: str, mode: str, runbook: str | None = None) -> int: ...
 
     @abc.abstractmethod
@@ -415,14 +423,27 @@ class SqliteJournal(Journal):
                 raise self._error(exc, "read") from None
 
     def _append_event(self, conn: sqlite3.Connection, kind: str, actor: str,
-                      run_id: str | None, data: dict[str, Any] | None) -> None:
+                      run_id: str | None, data: dict[str, Any] | None, *,
+                      at: str | None = None) -> None:
+        """Chain an event; ``at`` is the time of the row it records, when it has one."""
         row = conn.execute("SELECT hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
         prev = row[0] if row else GENESIS
-        at, data_json = utcnow(), canonical(data or {})
+        at, data_json = at or utcnow(), canonical(data or {})
         digest = event_digest(prev, at, kind, actor, run_id, data_json)
         conn.execute("INSERT INTO events (at, kind, actor, run_id, data, prev_hash, hash) "
                      "VALUES (?, ?, ?, ?, ?, ?, ?)",
                      (at, kind, actor, run_id, data_json, prev, digest))
+
+    @staticmethod
+    def _check_chain(conn: sqlite3.Connection, run_id: str, status: str) -> None:
+        """Refuse to act on a run whose row status is not the one its chain ends on."""
+        from selfdrive.sdk.errors import AuditMismatchError
+
+        why = chain.status_of(conn, run_id, status)
+        if why is not None:
+            raise AuditMismatchError(f"{why}: the row was changed outside selfdrive, so "
+                                     f"nothing acts on it (`selfdrive audit verify` names "
+                                     f"every such row)")
 
     def _runs_columns(self, conn: sqlite3.Connection) -> tuple[str, ...]:
         """Read once: this process migrates the journal only when it opens it."""
@@ -475,6 +496,7 @@ class SqliteJournal(Journal):
             if not current.can_become(to):
                 raise JournalError(f"run {run_id} is {current.value}; it cannot become "
                                    f"{to.value}")
+            self._check_chain(conn, run_id, current.value)
             if row["owner"] not in (None, self.owner) and current in OWNED_STATES:
                 raise JournalError(f"run {run_id} is owned by {row['owner']}, not this process")
             values = self._encode({"status": to, "updated_at": now, **fields})
@@ -616,9 +638,11 @@ class SqliteJournal(Journal):
                         expires_at: str) -> tuple[int, bool]:
         """Record ``actor``'s approval of ``plan_hash``; approve the run once enough count.
 
-        One transaction: the run must be pending on that very plan; a person approving
-        twice counts once; ``counts`` says whether an approver counts (rules from
-        config). Returns (approvals that count, whether the run is now approved).
+        One transaction: the run must be pending on that very plan, as the audit chain
+        says too; a person approving twice counts once; approvals are counted from the
+        chain's ``approval.granted`` events, never from rows alone; ``counts`` says
+        whether an approver counts (rules from config). Returns (approvals that count,
+        whether the run is now approved).
         """
         from selfdrive.sdk.errors import UsageError
 
@@ -632,19 +656,17 @@ class SqliteJournal(Journal):
             if row["plan_hash"] != plan_hash:
                 raise UsageError(f"run {run_id} now waits on plan {row['plan_hash'][:12]}, "
                                  f"not {plan_hash[:12]}")
-            already = conn.execute("SELECT 1 FROM approvals WHERE run_id = ? AND actor = ? AND "
-                                   "plan_hash = ? AND decision = 'approve'",
-                                   (run_id, actor, plan_hash)).fetchone()
-            if already is None:
+            self._check_chain(conn, run_id, row["status"])
+            approvers = {e["actor"] for e in chain.granted(conn, run_id, plan_hash)}
+            if actor not in approvers:
+                at = utcnow()
                 conn.execute("INSERT INTO approvals (run_id, decision, actor, os_user, plan_hash,"
                              " reason, at) VALUES (?, 'approve', ?, ?, ?, ?, ?)",
-                             (run_id, actor, os_user, plan_hash, reason, utcnow()))
+                             (run_id, actor, os_user, plan_hash, reason, at))
                 self._append_event(conn, "approval.granted", actor, run_id,
                                    {"plan_hash": plan_hash, "os_user": os_user,
-                                    "reason": reason})
-            approvers = {r[0] for r in conn.execute(
-                "SELECT DISTINCT actor FROM approvals WHERE run_id = ? AND plan_hash = ? AND "
-                "decision = 'approve'", (run_id, plan_hash))}
+                                    "reason": reason}, at=at)
+                approvers.add(actor)
             counted = sum(1 for a in approvers if counts(a))
             approved = counted >= needed
             if approved:
@@ -653,7 +675,8 @@ class SqliteJournal(Journal):
                              (RunState.APPROVED.value, expires_at, utcnow(), run_id))
                 self._append_event(conn, "run.approved", actor, run_id,
                                    {"from": RunState.PENDING_APPROVAL.value,
-                                    "plan_hash": plan_hash, "approvers": sorted(approvers)})
+                                    "plan_hash": plan_hash, "approvers": sorted(approvers),
+                                    "expires_at": expires_at})
         return counted, approved
 
     def record_denial(self, run_id: str, *, actor: str, os_user: str, reason: str,
@@ -679,7 +702,7 @@ class SqliteJournal(Journal):
                           run_id))
             self._append_event(conn, "run.denied", actor, run_id,
                                {"from": current.value, "plan_hash": plan_hash,
-                                "os_user": os_user, "reason": reason})
+                                "os_user": os_user, "reason": reason}, at=now)
             return self._run_in(conn, run_id)
 
     def add_plan_steps(self, run_id: str, plan_hash: str,
@@ -701,6 +724,25 @@ class SqliteJournal(Journal):
     def approvals(self, run_id: str) -> list[ApprovalRecord]:
         rows = self._read("SELECT * FROM approvals WHERE run_id = ? ORDER BY id", (run_id,))
         return [ApprovalRecord.from_row(r) for r in rows]
+
+    def granted(self, run_id: str, plan_hash: str) -> list[str]:
+        """Who approved this plan of this run, as the audit chain proves it: the actors of
+        its ``approval.granted`` events that are links of the chain where they stand."""
+        with self._lock:
+            try:
+                return sorted({e["actor"] for e in chain.granted(self.conn, run_id, plan_hash)
+                               if chain.out_of_place(self.conn, e) is None})
+            except sqlite3.Error as exc:
+                raise self._error(exc, "read") from None
+
+    def disagreements(self, run_id: str | None = None) -> list[Disagreement]:
+        """Rows of runs and approvals that the audit chain does not back (all, or one
+        run's); see :mod:`selfdrive.journal.chain`."""
+        with self._lock:
+            try:
+                return chain.disagreements(self.conn, run_id)
+            except sqlite3.Error as exc:
+                raise self._error(exc, "read") from None
 
     def count_runs(self, *, since: str, mode: str, runbook: str | None = None) -> int:
         sql = "SELECT COUNT(*) AS n FROM runs WHERE mode = ? AND created_at >= ?"

@@ -17,7 +17,8 @@ exit status::
     ├── HaltedError                    autonomy was halted while a run was going
     ├── UserCodeError                  the runbook's own code raised
     └── JournalError                   the journal cannot take a record
-        └── JournalLockedError         another writer held the journal too long
+        ├── JournalLockedError         another writer held the journal too long
+        └── AuditMismatchError         a row disagrees with the audit chain; not acted on
 """
 
 from __future__ import annotations
@@ -94,3 +95,8 @@ class JournalError(SelfdriveError):
 
 class JournalLockedError(JournalError):
     """Another writer held the journal longer than the busy timeout."""
+
+
+class AuditMismatchError(JournalError):
+    """A journal row disagrees with the hash-chained audit trail (it was changed outside
+    selfdrive), so nothing acts on it; ``selfdrive audit verify`` names every such row."""
