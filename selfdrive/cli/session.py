@@ -73,8 +73,15 @@ class Session:
         from selfdrive.notify.webhook import Notifier
 
         def journal_failure(event: str, data: dict[str, Any]) -> None:
-            self.journal.event("notification.failed", actor="selfdrive",
-                               run_id=data.get("run_id"), data={"event": event, **data})
+            from selfdrive.sdk.errors import JournalError
+
+            try:
+                self.journal.event("notification.failed", actor="selfdrive",
+                                   run_id=data.get("run_id"), data={"event": event, **data})
+            except JournalError as exc:  # on a delivery thread: say it, never crash there
+                click.secho(f"warning: webhook {data.get('url')} failed ({data.get('error')}) "
+                            f"and the journal could not record it: {exc}", fg="yellow",
+                            err=True)
 
         return Notifier(self.config.notify.webhooks, root=self.config.root,
                         team=self.config.team, on_failure=journal_failure)

@@ -43,7 +43,10 @@ from selfdrive.sdk.command import render_text
 from selfdrive.sdk.errors import (
     HaltedError,
     JournalError,
+    JournalLockedError,
+    JournalUnavailableError,
     ReadOnlyViolationError,
+    RunStoppedError,
     RunTimeoutError,
     SelfdriveError,
     UsageError,
@@ -354,10 +357,29 @@ class Executor:
         try:
             return self._execute(rb, run_id, values, redact, actor, start.sink, start.body,
                                  pool=pool)
+        except (JournalUnavailableError, JournalLockedError) as exc:
+            raise self._stopped(run_id, actor, exc) from None
         finally:
             if lock_key is not None:
                 with contextlib.suppress(JournalError):
                     self.journal.release_lock(lock_key, run_id)
+
+    def _stopped(self, run_id: str, actor: str, exc: JournalError) -> RunStoppedError:
+        """The journal failed under a running run, which stopped before its next step.
+
+        Marked ``interrupted`` now if the journal takes that write; otherwise the next
+        selfdrive command does it (crash recovery: this process, its owner, will be gone).
+        """
+        try:
+            marked = self.journal.interrupt_run(
+                run_id, actor=actor, reason=f"the journal failed under it: {exc}")
+            now = ("it is marked interrupted" if marked.status is S.INTERRUPTED
+                   else f"it is {marked.status.value}")
+        except JournalError:
+            now = ("the next selfdrive command marks it interrupted once the journal can be "
+                   "written")
+        return RunStoppedError(f"{exc}. Run {run_id} stopped before its next step; {now}; "
+                               f"`selfdrive logs {run_id}` shows how far it got")
 
     def _attended_approval(self, rb: Runbook, run: RunRecord, plan: Plan, decision: Decision,
                            actor: str, os_user: str,

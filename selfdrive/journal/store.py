@@ -26,7 +26,7 @@ from typing import Any
 from selfdrive.journal import chain
 from selfdrive.journal.chain import Disagreement
 from selfdrive.journal.records import ApprovalRecord, RunRecord, StepRecord
-from selfdrive.sdk.errors import JournalError, JournalLockedError
+from selfdrive.sdk.errors import JournalError, JournalLockedError, JournalUnavailableError
 from selfdrive.sdk.vocabulary import RunState
 
 GENESIS = "0" * 64
@@ -39,6 +39,22 @@ HALT_FLAG = "halt"
 #: Columns holding JSON, and the types SQLite takes as they are (bool is not one).
 _JSON_COLUMNS = frozenset({"data", "params", "decision", "firing"})
 _PLAIN = frozenset({str, int, float})
+
+
+#: SQLite result codes (by prefix) that mean the file cannot be used, in words.
+_FILE_FAILURES = (
+    ("SQLITE_FULL", "the disk it is on is full"),
+    ("SQLITE_READONLY", "it is read-only"),
+    ("SQLITE_IOERR", "the disk gave an I/O error"),
+    ("SQLITE_CANTOPEN", "the file cannot be opened"),
+    ("SQLITE_PERM", "permission denied"),
+    ("SQLITE_NOTADB", "the file is not an SQLite database"),
+    ("SQLITE_CORRUPT", "the file is corrupt"),
+)
+
+
+def _os_cause(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 def utcnow() -> str:
@@ -315,7 +331,9 @@ class SqliteJournal(Journal):
         # One connection, shared by fan-out and notification threads: serialise its use.
         self._lock = threading.RLock()
         self._depth = 0  # open write scopes on the connection (atomic() nests writes)
-        self._failed = False  # a write nested in atomic() failed: roll the whole back
+        # A write nested in atomic() failed (its error when it was the journal's): roll
+        # the whole back.
+        self._failed: bool | BaseException = False
         self._runs_column_names: tuple[str, ...] = ()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -324,10 +342,11 @@ class SqliteJournal(Journal):
             self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.OperationalError as exc:
-            raise self._error(exc, "open") from None
+        except sqlite3.Error as exc:
+            raise self._error(exc, "open it") from None
         except OSError as exc:
-            raise JournalError(f"cannot open journal {path}: {exc}") from None
+            raise JournalUnavailableError(f"journal {path}: cannot open it: "
+                                          f"{_os_cause(exc)}") from None
         self.db = sqlite_utils.Database(self.conn)
         self._migrate()
 
@@ -345,13 +364,30 @@ class SqliteJournal(Journal):
     # -- plumbing ----------------------------------------------------------------
 
     def _error(self, exc: sqlite3.Error, doing: str) -> JournalError:
+        """The error to raise for ``exc``, naming the journal, what failed and why."""
         text = str(exc)
-        if "locked" in text or "busy" in text:
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text \
+                or "busy" in text:
             return JournalLockedError(
                 f"journal {self.path} is locked by another writer; waited "
                 f"{self.busy_timeout:g}s to {doing}, and nothing was written. Retry, or find "
                 f"the process holding it (fuser {self.path})")
+        cause = next((words for prefix, words in _FILE_FAILURES if name.startswith(prefix)),
+                     None)
+        if cause is not None and not name.startswith("SQLITE_FULL") and self._disk_full():
+            cause = "the disk it is on is full"  # SQLite says only "I/O error" for some
+        if cause is not None:
+            written = "" if doing == "read" else "; nothing of it was written"
+            return JournalUnavailableError(f"journal {self.path}: cannot {doing}: {cause} "
+                                           f"({text}){written}")
         return JournalError(f"journal {self.path}: cannot {doing}: {text}")
+
+    def _disk_full(self) -> bool:
+        try:
+            return os.statvfs(self.path.parent).f_bavail == 0
+        except OSError:
+            return False
 
     def _migrate(self) -> None:
         lock_path = self.path.with_name(self.path.name + ".migrate.lock")
@@ -362,7 +398,8 @@ class SqliteJournal(Journal):
         except sqlite3.Error as exc:
             raise self._error(exc, "apply migrations") from None
         except OSError as exc:
-            raise JournalError(f"cannot migrate journal {self.path}: {exc}") from None
+            raise JournalUnavailableError(f"journal {self.path}: cannot apply migrations: "
+                                          f"{_os_cause(exc)}") from None
 
     @contextlib.contextmanager
     def atomic(self, doing: str) -> Iterator[None]:
@@ -378,13 +415,21 @@ class SqliteJournal(Journal):
                 self._depth += 1
                 try:
                     yield self.conn
-                except BaseException:
-                    self._failed = True
+                except sqlite3.Error as exc:
+                    self._failed = self._error(exc, doing)
+                    raise self._failed from None
+                except BaseException as exc:
+                    self._failed = exc if isinstance(exc, JournalError) else True
                     raise
                 finally:
                     self._depth -= 1
                 return
-            held = self._gate.acquire(self.busy_timeout)
+            try:
+                held = self._gate.acquire(self.busy_timeout)
+            except OSError as exc:
+                raise JournalUnavailableError(
+                    f"journal {self.path}: cannot {doing}: cannot take its write lock "
+                    f"{self._gate.path}: {_os_cause(exc)}; nothing of it was written") from None
             if held is None:
                 raise JournalLockedError(
                     f"journal {self.path} is locked by another selfdrive writer; waited "
@@ -398,22 +443,36 @@ class SqliteJournal(Journal):
                 self._depth, self._failed = 1, False
                 try:
                     yield self.conn
+                except sqlite3.Error as exc:
+                    self._abort()
+                    raise self._error(exc, doing) from None
                 except BaseException:
-                    self.conn.execute("ROLLBACK")
+                    self._abort()
                     raise
                 finally:
                     self._depth = 0
                 if self._failed:
-                    self.conn.execute("ROLLBACK")
-                    raise JournalError(f"journal {self.path}: cannot {doing}: a write in it "
-                                       f"failed, so none of it was recorded")
+                    self._abort()
+                    cause = self._failed
+                    kind = type(cause) if isinstance(cause, JournalError) else JournalError
+                    raise kind(f"journal {self.path}: cannot {doing}: a write in it failed, so "
+                               f"none of it was recorded"
+                               + (f" ({cause})" if isinstance(cause, JournalError) else ""))
                 try:
                     self.conn.execute("COMMIT")
                 except sqlite3.Error as exc:
-                    self.conn.execute("ROLLBACK")
+                    self._abort()
                     raise self._error(exc, doing) from None
             finally:
                 self._gate.release(held)
+
+    def _abort(self) -> None:
+        """Roll back the open transaction. SQLite may have rolled it back already (a
+        COMMIT that failed on a full disk does), and a failed ROLLBACK must not hide
+        the error that caused it."""
+        if self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -1111,8 +1170,13 @@ class SqliteJournal(Journal):
 
 
 def open_journal(path: Path, *, busy_timeout: float = 5.0, recover: bool = True) -> SqliteJournal:
-    """Open (creating and migrating) the journal; recover runs of dead processes."""
+    """Open (creating and migrating) the journal; recover runs of dead processes.
+
+    A journal that cannot be written (full disk, read-only) can still be read: recovery
+    then waits for the first command that can write it.
+    """
     journal = SqliteJournal(path, busy_timeout=busy_timeout)
     if recover:
-        journal.recover()
+        with contextlib.suppress(JournalUnavailableError):
+            journal.recover()
     return journal

@@ -18,6 +18,9 @@ exit status::
     ├── UserCodeError                  the runbook's own code raised
     └── JournalError                   the journal cannot take a record
         ├── JournalLockedError         another writer held the journal too long
+        ├── JournalUnavailableError 2  the journal's file cannot be written (disk full,
+        │                              read-only, I/O error) or opened; nothing was written
+        ├── RunStoppedError            a run stopped mid-way: the journal failed under it
         └── AuditMismatchError         a row disagrees with the audit chain; not acted on
 """
 
@@ -95,6 +98,19 @@ class JournalError(SelfdriveError):
 
 class JournalLockedError(JournalError):
     """Another writer held the journal longer than the busy timeout."""
+
+
+class JournalUnavailableError(JournalError):
+    """The journal's file cannot be opened, read or written: the disk is full, it is
+    read-only, an I/O error. The failed write left nothing behind; the message names
+    the file and the cause."""
+
+    exit_code = 2
+
+
+class RunStoppedError(JournalError):
+    """A journal write failed while a run was going: the run stopped before its next
+    step (no effect starts without its recorded intent) and ends ``interrupted``."""
 
 
 class AuditMismatchError(JournalError):
