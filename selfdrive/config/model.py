@@ -50,17 +50,10 @@ class _Strict(BaseModel):
 class TrackRecordRule(_Strict):
     """What a qualifying track record is (DESIGN section 5, rule 1)."""
 
-    min_verified_successes: int = 3
+    # 0 is a policy choice, not a guardrail off: a verification failure still demotes.
+    min_verified_successes: Annotated[int, Field(ge=0)] = 3
     window: Annotated[int, Field(ge=1)] = 5
     applies_from: Risk = Risk.MEDIUM
-
-    @field_validator("min_verified_successes")
-    @classmethod
-    def _earned(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError(f"must be at least 1: autonomy must be earned, and {value} "
-                             f"would grant it without a single verified success")
-        return value
 
     @field_validator("applies_from", mode="before")
     @classmethod

@@ -439,9 +439,6 @@ def test_matrix_cell_given_twice_is_an_error(cfg_path: Path) -> None:
      "an approval window of 0s closes as it opens"),
     ("approvals.min_approvers", "CRITICAL = 0", "approvals.min_approvers.CRITICAL",
      "Input should be greater than or equal to 1"),
-    ("policy.track_record", "min_verified_successes = 0",
-     "policy.track_record.min_verified_successes",
-     "autonomy must be earned, and 0 would grant it without a single verified success"),
     ("policy.track_record", "window = 0", "policy.track_record.window",
      "Input should be greater than or equal to 1"),
 ])
