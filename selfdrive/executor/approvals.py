@@ -181,8 +181,10 @@ def pending(executor: Executor) -> list[tuple[RunRecord, list[ApprovalRecord], i
                                  limit=100_000)
     out = []
     for run in sorted(runs, key=lambda r: r.created_at):
-        approvals = [a for a in executor.journal.approvals(run.id)
-                     if a.plan_hash == run.plan_hash and a.decision == "approve"]
+        chained = set(executor.journal.granted(run.id, run.plan_hash or ""))
+        approvals = [a for a in executor.journal.approvals(run.id)  # those the chain backs
+                     if a.plan_hash == run.plan_hash and a.decision == "approve"
+                     and a.actor in chained]
         out.append((run, approvals, executor.config.approvals.needed(Risk.parse(run.risk))))
     return out
 

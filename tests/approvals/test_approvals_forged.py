@@ -111,6 +111,8 @@ def test_a_forged_approval_row_never_counts_toward_the_approvers_needed(
     marker = tmp_path / "marker"
     run_id, plan_hash = requested(team, marker)
     forge(team, approve_behind_selfdrive(run_id, plan_hash, status=False))
+    [waiting] = team.sd_json("approvals")
+    assert (waiting["id"], waiting["approvals"]) == (run_id, [])  # the forged row is no vote
 
     carol = team.sd("approve", run_id, who="carol")
     assert carol.returncode == 0, explain(carol)
