@@ -94,3 +94,18 @@ def test_approvals_are_counted_from_the_chain_not_from_rows(journal, path):
     [forged] = journal.disagreements("run-1")
     assert (forged.table, forged.row) == ("approvals", "1")
     assert "approval of run run-1 by bob" in forged.what
+
+
+def test_an_approval_window_or_plan_changed_in_the_row_is_named(journal, path):
+    pending(journal, "run-1")
+    approve(journal, "run-1", "bob")
+    assert journal.disagreements("run-1") == []
+    behind_its_back(path, "UPDATE runs SET expires_at = '3999-01-01T00:00:00+00:00', "
+                          "plan_hash = ? WHERE id = 'run-1'", "q" * 64)
+
+    found = [d.what for d in journal.disagreements("run-1")]
+
+    assert found == [
+        f"plan {'q' * 12}, but the audit chain approved plan {'p' * 12} (event 5)",
+        "approved until 3999-01-01T00:00:00+00:00, but the audit chain says until "
+        "2999-01-01T00:00:00+00:00 (event 5)"]
