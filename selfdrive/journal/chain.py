@@ -67,10 +67,11 @@ def _status_problem(status: str, event_id: int | None, kind: str | None) -> str 
 
 
 def granted(conn: sqlite3.Connection, run_id: str, plan_hash: str) -> list[sqlite3.Row]:
-    """The chain's ``approval.granted`` events for this run and plan, oldest first."""
-    return list(conn.execute(
-        "SELECT * FROM events WHERE run_id = ? AND kind = 'approval.granted' AND "
-        "json_extract(data, '$.plan_hash') = ? ORDER BY id", (run_id, plan_hash)))
+    """The chain's ``approval.granted`` events for this run and plan, oldest first (an
+    event whose data is not JSON counts for nothing)."""
+    return [e for e in conn.execute("SELECT * FROM events WHERE run_id = ? AND "
+                                    "kind = 'approval.granted' ORDER BY id", (run_id,))
+            if _data(e["data"]).get("plan_hash") == plan_hash]
 
 
 def out_of_place(conn: sqlite3.Connection, event: sqlite3.Row) -> str | None:

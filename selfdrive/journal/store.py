@@ -26,7 +26,12 @@ from typing import Any
 from selfdrive.journal import chain
 from selfdrive.journal.chain import Disagreement
 from selfdrive.journal.records import ApprovalRecord, RunRecord, StepRecord
-from selfdrive.sdk.errors import JournalError, JournalLockedError, JournalUnavailableError
+from selfdrive.sdk.errors import (
+    AuditMismatchError,
+    JournalError,
+    JournalLockedError,
+    JournalUnavailableError,
+)
 from selfdrive.sdk.vocabulary import RunState
 
 GENESIS = "0" * 64
@@ -416,8 +421,9 @@ class SqliteJournal(Journal):
                 try:
                     yield self.conn
                 except sqlite3.Error as exc:
-                    self._failed = self._error(exc, doing)
-                    raise self._failed from None
+                    error = self._error(exc, doing)
+                    self._failed = error
+                    raise error from None
                 except BaseException as exc:
                     self._failed = exc if isinstance(exc, JournalError) else True
                     raise
@@ -496,8 +502,6 @@ class SqliteJournal(Journal):
     @staticmethod
     def _check_chain(conn: sqlite3.Connection, run_id: str, status: str) -> None:
         """Refuse to act on a run whose row status is not the one its chain ends on."""
-        from selfdrive.sdk.errors import AuditMismatchError
-
         why = chain.status_of(conn, run_id, status)
         if why is not None:
             raise AuditMismatchError(f"{why}: the row was changed outside selfdrive, so "
