@@ -133,18 +133,27 @@ def audit() -> None:
               help="A digest printed earlier by `audit head`: also catch truncation.")
 @json_option
 def audit_verify(expect_head: str | None, as_json: bool) -> None:
-    """Recompute every link of the event chain; exit 1 at the first broken one."""
+    """Recompute every link of the event chain and check the runs and approvals rows
+    against it; exit 1 at the first broken link or any row the chain does not back."""
     from selfdrive.journal.audit import verify
 
     report = verify(session().journal, expect_head=expect_head)
     if as_json:
         emit_json({"ok": report.ok, "checked": report.checked, "head": report.head,
-                   "head_id": report.head_id, "broken": report.broken})
+                   "head_id": report.head_id, "broken": report.broken,
+                   "disagreements": [{"table": d.table, "row": d.row, "run_id": d.run_id,
+                                      "what": d.what} for d in report.disagreements]})
     elif report.ok:
-        click.echo(f"ok: {report.checked} event(s), chain intact, head {report.head}")
+        click.echo(f"ok: {report.checked} event(s), chain intact, head {report.head}; "
+                   f"{report.runs} run(s) and {report.approvals} approval(s) agree with it")
     else:
-        click.secho(f"BROKEN: {report.broken}", fg="red")
-        click.echo(f"{report.checked} event(s) verified before it")
+        if report.broken is not None:
+            click.secho(f"BROKEN: {report.broken}", fg="red")
+            click.echo(f"{report.checked} event(s) verified before it")
+        else:
+            click.echo(f"{report.checked} event(s), chain intact, head {report.head}")
+        for d in report.disagreements:
+            click.secho(f"DISAGREES: {d}", fg="red")
     if not report.ok:
         raise SystemExit(1)
 

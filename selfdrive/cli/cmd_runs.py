@@ -236,6 +236,7 @@ def logs(run_id: str, as_json: bool) -> None:
     steps = journal.steps(run.id)
     approvals = journal.approvals(run.id)
     alert_ids = journal.run_alert_ids([run.id])
+    unbacked = [str(d) for d in journal.disagreements(run.id)]
     # Where the runbook's code failed: on its step, or on the run when it failed
     # while planning (no step of its own).
     run_traceback = next((e.data["traceback"] for e in reversed(journal.events(run.id))
@@ -243,11 +244,13 @@ def logs(run_id: str, as_json: bool) -> None:
     if as_json:
         emit_json({"run": _run_json(run, alert_ids), "steps": [s.as_json() for s in steps],
                    "approvals": [a.as_json() for a in approvals],
-                   "traceback": run_traceback})
+                   "traceback": run_traceback, "disagreements": unbacked})
         return
     from selfdrive.learning.queries import format_seconds, seconds_between
 
     click.secho(f"run {run.id}: {run.runbook}", bold=True)
+    for line in unbacked:  # a row changed outside selfdrive must not read as the truth
+        click.secho(f"NOT IN THE AUDIT CHAIN: {line}", fg="red")
     click.echo(f"status {status(run.status.value)}, mode {run.mode}, requested by "
                f"{run.requested_by} (os user {run.os_user}) at {short_time(run.created_at)}"
                + (f", started by alert #{alert_ids[run.id]}" if run.id in alert_ids else ""))

@@ -79,8 +79,9 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     approved by a human, or autonomous; every step goes to the journal.
 
     \b
-    Exit codes: 0 done or planned, 1 failed, 2 usage or bad input,
-    3 waiting for approval, 4 precondition unmet, 5 verification failed.
+    Exit codes: 0 done or planned, 1 failed, 2 usage or bad input (or a journal
+    that cannot be written), 3 waiting for approval, 4 precondition unmet,
+    5 verification failed.
     """
     ctx.ensure_object(dict)["config_path"] = config_path  # --as is there already, if given
 

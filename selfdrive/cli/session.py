@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 from functools import cached_property
 from pathlib import Path
@@ -60,10 +59,10 @@ class Session:
 
     @cached_property
     def os_user(self) -> str:
-        try:
-            return getpass.getuser()
-        except (KeyError, OSError):
-            return f"uid:{os.getuid()}"
+        """From the uid, never from USER/LOGNAME, which anyone can set."""
+        from selfdrive.config.model import current_os_user
+
+        return current_os_user()
 
     @cached_property
     def actor(self) -> str:
@@ -90,8 +89,15 @@ class Session:
         from selfdrive.notify.webhook import Notifier
 
         def journal_failure(event: str, data: dict[str, Any]) -> None:
-            self.journal.event("notification.failed", actor="selfdrive",
-                               run_id=data.get("run_id"), data={"event": event, **data})
+            from selfdrive.sdk.errors import JournalError
+
+            try:
+                self.journal.event("notification.failed", actor="selfdrive",
+                                   run_id=data.get("run_id"), data={"event": event, **data})
+            except JournalError as exc:  # on a delivery thread: say it, never crash there
+                click.secho(f"warning: webhook {data.get('url')} failed ({data.get('error')}) "
+                            f"and the journal could not record it: {exc}", fg="yellow",
+                            err=True)
 
         return Notifier(self.config.notify.webhooks, root=self.config.root,
                         team=self.config.team, on_failure=journal_failure)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+import functools
+import os
+import pwd
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -17,8 +20,13 @@ from pydantic import (
 )
 
 from selfdrive.config.remote import InventoryConfig, SshConfig
-from selfdrive.config.sense import ReceiverConfig, ScheduleConfig, check_timezone
-from selfdrive.sdk.vocabulary import Level, Risk, parse_duration
+from selfdrive.config.sense import (
+    ReceiverConfig,
+    ScheduleConfig,
+    check_timezone,
+    duration_setting,
+)
+from selfdrive.sdk.vocabulary import Level, Risk
 
 #: The built-in runbook library: a folder of runbook files shipped inside the package.
 LIBRARY_DIR = Path(__file__).resolve().parent.parent / "library"
@@ -43,6 +51,7 @@ class _Strict(BaseModel):
 class TrackRecordRule(_Strict):
     """What a qualifying track record is: autonomy at ``applies_from`` and above must be earned."""
 
+    # 0 is a policy choice, not a guardrail off: a verification failure still demotes.
     min_verified_successes: Annotated[int, Field(ge=0)] = 3
     window: Annotated[int, Field(ge=1)] = 5
     applies_from: Risk = Risk.MEDIUM
@@ -111,12 +120,8 @@ class ApprovalsConfig(_Strict):
     @field_validator("expiry", mode="before")
     @classmethod
     def _expiry(cls, value: object) -> object:
-        if isinstance(value, str | int | float):
-            duration = parse_duration(value)
-            if duration <= timedelta(0):
-                raise ValueError("expiry must be positive")
-            return duration
-        return value
+        return duration_setting(value, "expiry",
+                                why="an approval window of 0s closes as it opens")
 
     @field_validator("approvers", mode="before")
     @classmethod
@@ -139,7 +144,7 @@ class ApprovalsConfig(_Strict):
 class FreezeWindow(_Strict):
     """A change freeze: a date range, or the minutes a cron expression matches."""
 
-    name: str
+    name: Annotated[str, Field(min_length=1)]  # reasons and notifications name it
     start: datetime | None = None
     end: datetime | None = None
     cron: str | None = None
@@ -168,9 +173,29 @@ class FreezeWindow(_Strict):
         ranged = self.start is not None or self.end is not None
         if ranged == (self.cron is not None):
             raise ValueError(f"freeze {self.name!r}: give either start and end, or cron")
-        if ranged and (self.start is None or self.end is None or self.start >= self.end):
-            raise ValueError(f"freeze {self.name!r}: needs start before end")
+        if not ranged:
+            return self
+        if self.start is None or self.end is None:
+            raise ValueError(f"freeze {self.name!r}: give both start and end")
+        start, end = self.bounds()
+        if start >= end:
+            raise ValueError(f"freeze {self.name!r}: its end ({end:%Y-%m-%d %H:%M} "
+                             f"{self.timezone}) is not after its start ({start:%Y-%m-%d %H:%M} "
+                             f"{self.timezone}), so it would never hold")
         return self
+
+    def bounds(self) -> tuple[datetime, datetime]:
+        """Start and end as aware datetimes: a bound without an offset is in ``timezone``.
+
+        The guardrail compares these, so the check above sees what the guardrail sees.
+        """
+        from zoneinfo import ZoneInfo
+
+        assert self.start is not None and self.end is not None
+        tz = ZoneInfo(self.timezone)
+        start = self.start if self.start.tzinfo else self.start.replace(tzinfo=tz)
+        end = self.end if self.end.tzinfo else self.end.replace(tzinfo=tz)
+        return start.astimezone(tz), end.astimezone(tz)
 
 
 class GuardrailsConfig(_Strict):
@@ -185,7 +210,8 @@ class GuardrailsConfig(_Strict):
     @field_validator("rate_window", mode="before")
     @classmethod
     def _window(cls, value: object) -> object:
-        return parse_duration(value) if isinstance(value, str | int | float) else value
+        return duration_setting(value, "rate_window", why="an empty window counts no runs, "
+                                "so the rate limits would never trip")
 
 
 class Webhook(_Strict):
@@ -208,6 +234,23 @@ class IdentityConfig(_Strict):
     """Whose word counts for who is acting."""
 
     os_user_authoritative: bool = False
+
+
+def current_os_user() -> str:
+    """The name of this process's uid, as the password database gives it.
+
+    Never ``LOGNAME``/``USER`` (what :func:`getpass.getuser` reads first): anyone can set
+    those, and with ``os_user_authoritative`` this name is the only identity there is.
+    """
+    return _user_of(os.getuid())
+
+
+@functools.cache
+def _user_of(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # no passwd entry (a bare container): the uid is still who it is
+        return f"uid:{uid}"
 
 
 #: What a shell command needs to behave as it does at a terminal, and nothing that is

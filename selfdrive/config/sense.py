@@ -96,12 +96,17 @@ def check_timezone(value: str) -> str:
     return value
 
 
-def _duration(value: object, what: str, *, positive: bool = True) -> object:
+def duration_setting(value: object, what: str, *, positive: bool = True,
+                     why: str = "") -> object:
+    """A duration setting (``"5m"`` or seconds) as a timedelta, for a ``before`` validator.
+
+    One that must be positive is checked after parsing (``0.0000001`` is 0s) and also
+    when it arrives as a timedelta built in code: a zero window is never a way in.
+    """
     if isinstance(value, str | int | float) and not isinstance(value, bool):
-        duration = parse_duration(value)
-        if positive and duration <= timedelta(0):
-            raise ValueError(f"{what} must be positive")
-        return duration
+        value = parse_duration(value)
+    if positive and isinstance(value, timedelta) and value <= timedelta(0):
+        raise ValueError(f"{what} must be longer than 0s" + (f": {why}" if why else ""))
     return value
 
 
@@ -155,12 +160,12 @@ class ReceiverConfig(_Strict):
     @field_validator("dedup_window", mode="before")
     @classmethod
     def _window(cls, value: object) -> object:
-        return _duration(value, "dedup_window", positive=False)
+        return duration_setting(value, "dedup_window", positive=False)
 
     @field_validator("replay_window", mode="before")
     @classmethod
     def _replay_window(cls, value: object) -> object:
-        return _duration(value, "replay_window")
+        return duration_setting(value, "replay_window")
 
     @model_validator(mode="after")
     def _basic(self) -> ReceiverConfig:
@@ -198,7 +203,7 @@ class ScheduleConfig(_Strict):
     @field_validator("grace", mode="before")
     @classmethod
     def _grace(cls, value: object) -> object:
-        return _duration(value, "grace", positive=False)
+        return duration_setting(value, "grace", positive=False)
 
     @field_validator("name")
     @classmethod

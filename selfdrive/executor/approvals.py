@@ -18,7 +18,7 @@ from selfdrive.executor.redact import Redactor
 from selfdrive.journal.records import ApprovalRecord, RunRecord
 from selfdrive.policy.decide import Decision
 from selfdrive.sdk.command import render_text
-from selfdrive.sdk.errors import JournalError, UsageError
+from selfdrive.sdk.errors import AuditMismatchError, JournalError, UsageError
 from selfdrive.sdk.vocabulary import Mode, Risk, RunState
 
 S = RunState
@@ -123,6 +123,7 @@ def resume(executor: Executor, run_id: str, *, actor: str,
     run = executor.journal.get_run(run_id)
     if run.status is not S.APPROVED:
         raise ApprovalRefusedError(_why_not_resumable(executor, run))
+    _backed_by_the_chain(executor, run, actor)
     rb = executor.registry.get(run.runbook)
     values = _values_for(rb, run, secrets or {})
     redact = Redactor.for_params(values)
@@ -131,11 +132,10 @@ def resume(executor: Executor, run_id: str, *, actor: str,
 
     risk = Risk.parse(run.risk)
     needed = executor.config.approvals.needed(risk)
-    approvals = [a for a in executor.journal.approvals(run.id)
-                 if a.decision == "approve" and a.plan_hash == run.plan_hash]
-    still = sorted({a.actor for a in approvals if counts_as_approver(executor, run, a.actor)[0]})
+    approvers = executor.journal.granted(run.id, run.plan_hash or "")
+    still = [a for a in approvers if counts_as_approver(executor, run, a)[0]]
     if len(still) < needed:
-        gone = sorted({a.actor for a in approvals} - set(still))
+        gone = sorted(set(approvers) - set(still))
         why = (f"approver(s) {', '.join(gone)} no longer count under the current rules; "
                f"{len(still)} of {needed} approval(s) remain")
         record = executor.journal.transition(
@@ -181,10 +181,26 @@ def pending(executor: Executor) -> list[tuple[RunRecord, list[ApprovalRecord], i
                                  limit=100_000)
     out = []
     for run in sorted(runs, key=lambda r: r.created_at):
-        approvals = [a for a in executor.journal.approvals(run.id)
-                     if a.plan_hash == run.plan_hash and a.decision == "approve"]
+        chained = set(executor.journal.granted(run.id, run.plan_hash or ""))
+        approvals = [a for a in executor.journal.approvals(run.id)  # those the chain backs
+                     if a.plan_hash == run.plan_hash and a.decision == "approve"
+                     and a.actor in chained]
         out.append((run, approvals, executor.config.approvals.needed(Risk.parse(run.risk))))
     return out
+
+
+def _backed_by_the_chain(executor: Executor, run: RunRecord, actor: str) -> None:
+    """Refuse a run whose rows (its status, plan, window, approvals) the audit chain does
+    not back: they were changed outside selfdrive. The refusal is itself chained."""
+    problems = [str(d) for d in executor.journal.disagreements(run.id)]
+    if not problems:
+        return
+    executor.journal.event("resume.refused", actor=actor, run_id=run.id,
+                           data={"disagreements": problems})
+    raise AuditMismatchError(
+        f"run {run.id} is not resumed, and nothing of it ran: its journal rows disagree "
+        f"with the audit chain, so they were changed outside selfdrive: "
+        + "; ".join(problems) + ". `selfdrive audit verify` names every such row")
 
 
 def _must_wait(run: RunRecord, verb: str) -> None:
@@ -198,8 +214,7 @@ def _must_wait(run: RunRecord, verb: str) -> None:
 def _why_not_resumable(executor: Executor, run: RunRecord) -> str:
     if run.status is S.PENDING_APPROVAL:
         needed = executor.config.approvals.needed(Risk.parse(run.risk))
-        have = len({a.actor for a in executor.journal.approvals(run.id)
-                    if a.plan_hash == run.plan_hash and a.decision == "approve"})
+        have = len(executor.journal.granted(run.id, run.plan_hash or ""))
         return (f"run {run.id} is not approved yet ({have} of {needed} approval(s) for plan "
                 f"{(run.plan_hash or '')[:12]}); `selfdrive approve {run.id}`")
     if run.status is S.DENIED:

@@ -9,10 +9,7 @@ run, and the live run follows.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
-import os
-import pwd
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from selfdrive.config.model import TeamConfig
+from selfdrive.config.model import TeamConfig, current_os_user
 from selfdrive.executor.contexts import RunContext, Scope
 from selfdrive.executor.observe import Observer, SilentObserver, StepEvent, shielded
 from selfdrive.executor.plan import CheckOutcome, Plan, PlannedStep
@@ -47,7 +44,10 @@ from selfdrive.sdk.command import render_text
 from selfdrive.sdk.errors import (
     HaltedError,
     JournalError,
+    JournalLockedError,
+    JournalUnavailableError,
     ReadOnlyViolationError,
+    RunStoppedError,
     RunTimeoutError,
     UsageError,
 )
@@ -60,19 +60,6 @@ from selfdrive.targets.local import LocalTarget
 
 S = RunState
 Approver = Callable[[RunRecord, Plan, Decision], bool]
-
-
-def current_os_user() -> str:
-    """What :func:`getpass.getuser` says, reading the password database once per uid."""
-    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
-        if user := os.environ.get(name):
-            return user
-    return _user_of(os.getuid())
-
-
-@functools.cache
-def _user_of(uid: int) -> str:
-    return pwd.getpwuid(uid).pw_name
 
 
 @dataclass(frozen=True)
@@ -402,10 +389,29 @@ class Executor:
         try:
             return self._execute(rb, run_id, values, redact, actor, start.sink, start.body,
                                  pool=pool)
+        except (JournalUnavailableError, JournalLockedError) as exc:
+            raise self._stopped(run_id, actor, exc) from None
         finally:
             if lock_key is not None:
                 with contextlib.suppress(JournalError):
                     self.journal.release_lock(lock_key, run_id)
+
+    def _stopped(self, run_id: str, actor: str, exc: JournalError) -> RunStoppedError:
+        """The journal failed under a running run, which stopped before its next step.
+
+        Marked ``interrupted`` now if the journal takes that write; otherwise the next
+        selfdrive command does it (crash recovery: this process, its owner, will be gone).
+        """
+        try:
+            marked = self.journal.interrupt_run(
+                run_id, actor=actor, reason=f"the journal failed under it: {exc}")
+            now = ("it is marked interrupted" if marked.status is S.INTERRUPTED
+                   else f"it is {marked.status.value}")
+        except JournalError:
+            now = ("the next selfdrive command marks it interrupted once the journal can be "
+                   "written")
+        return RunStoppedError(f"{exc}. Run {run_id} stopped before its next step; {now}; "
+                               f"`selfdrive logs {run_id}` shows how far it got")
 
     def _attended_approval(self, rb: Runbook, run: RunRecord, plan: Plan, decision: Decision,
                            actor: str, os_user: str,

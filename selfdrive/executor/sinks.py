@@ -6,6 +6,7 @@ import threading
 from typing import Any, Protocol
 
 from selfdrive.journal.store import Journal
+from selfdrive.sdk.errors import JournalError
 
 
 class StepSink(Protocol):
@@ -32,18 +33,39 @@ class MemorySink:
 
 
 class JournalSink:
-    """Writes each step's intent before its effect and its result after (fenced)."""
+    """Writes each step's intent before its effect and its result after (fenced).
+
+    Once a write of this run has failed, every later one fails with that same error
+    without trying: a step whose result was lost leaves the journal untruthful, so
+    nothing more of the run may start, even if the journal takes writes again (a disk
+    freed meanwhile) or the runbook caught the error and went on.
+    """
 
     def __init__(self, journal: Journal, run_id: str, *, fence_halt: bool) -> None:
         self.journal = journal
         self.run_id = run_id
         self.fence_halt = fence_halt
+        self.failed: JournalError | None = None
 
     def begin(self, phase: str, kind: str, **fields: Any) -> int:
-        return self.journal.begin_step(self.run_id, phase=phase, kind=kind,
-                                       fence_halt=self.fence_halt
-                                       and kind in ("command", "ansible")
-                                       and not fields.get("readonly"), **fields)
+        self._go_on()
+        try:
+            return self.journal.begin_step(self.run_id, phase=phase, kind=kind,
+                                           fence_halt=self.fence_halt
+                                           and kind in ("command", "ansible")
+                                           and not fields.get("readonly"), **fields)
+        except JournalError as exc:
+            self.failed = exc
+            raise
 
     def finish(self, token: int, status: str, **fields: Any) -> None:
-        self.journal.finish_step(token, status=status, **fields)
+        self._go_on()
+        try:
+            self.journal.finish_step(token, status=status, **fields)
+        except JournalError as exc:
+            self.failed = exc
+            raise
+
+    def _go_on(self) -> None:
+        if self.failed is not None:
+            raise self.failed

@@ -1,25 +1,31 @@
-"""Proving the event chain untouched: each event carries the digest of the one before."""
+"""Proving the event chain untouched (each event carries the digest of the one before),
+and the rows beside it backed by it."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from selfdrive.journal.chain import Disagreement
 from selfdrive.journal.store import GENESIS, SqliteJournal, event_digest
 
 
 @dataclass(frozen=True)
 class AuditReport:
-    """The outcome of walking the chain; ``broken`` names the first bad event."""
+    """The outcome of walking the chain; ``broken`` names the first bad event and
+    ``disagreements`` every runs or approvals row the chain does not back."""
 
     checked: int
     head: str
     head_id: int | None
     broken: str | None = None
+    disagreements: tuple[Disagreement, ...] = ()
+    runs: int = 0
+    approvals: int = 0
 
     @property
     def ok(self) -> bool:
-        return self.broken is None
+        return self.broken is None and not self.disagreements
 
 
 def head(journal: SqliteJournal) -> tuple[int | None, str]:
@@ -29,12 +35,21 @@ def head(journal: SqliteJournal) -> tuple[int | None, str]:
 
 
 def verify(journal: SqliteJournal, *, expect_head: str | None = None) -> AuditReport:
-    """Recompute every link; report the first event whose link or digest is wrong.
+    """Recompute every link; report the first event whose link or digest is wrong, and
+    every runs or approvals row that disagrees with the chain.
 
     With ``expect_head`` (a digest printed earlier by ``audit head``), also report a
     chain that no longer contains it: the tail was truncated or the whole chain
     rewritten.
     """
+    links = _walk(journal, expect_head)
+    counts = journal._read("SELECT (SELECT COUNT(*) FROM runs) AS runs, "
+                           "(SELECT COUNT(*) FROM approvals) AS approvals")[0]
+    return replace(links, disagreements=tuple(journal.disagreements()), runs=counts["runs"],
+                   approvals=counts["approvals"])
+
+
+def _walk(journal: SqliteJournal, expect_head: str | None) -> AuditReport:
     prev, prev_id, checked = GENESIS, None, 0
     # The genesis digest (what `head` prints for an empty journal) anchors every chain.
     seen_expected = expect_head is None or expect_head == GENESIS

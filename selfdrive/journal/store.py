@@ -23,8 +23,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from selfdrive.journal import chain
+from selfdrive.journal.chain import Disagreement
 from selfdrive.journal.records import ApprovalRecord, RunRecord, StepRecord
-from selfdrive.sdk.errors import DuplicateRunError, JournalError, JournalLockedError
+from selfdrive.sdk.errors import (
+    AuditMismatchError,
+    DuplicateRunError,
+    JournalError,
+    JournalLockedError,
+    JournalUnavailableError,
+)
 from selfdrive.sdk.vocabulary import RunState
 
 GENESIS = "0" * 64
@@ -47,6 +55,22 @@ def flag_entries(value: dict[str, Any] | None) -> list[dict[str, Any]]:
     if isinstance(value.get("entries"), list):
         return list(value["entries"])
     return [value]
+
+
+#: SQLite result codes (by prefix) that mean the file cannot be used, in words.
+_FILE_FAILURES = (
+    ("SQLITE_FULL", "the disk it is on is full"),
+    ("SQLITE_READONLY", "it is read-only"),
+    ("SQLITE_IOERR", "the disk gave an I/O error"),
+    ("SQLITE_CANTOPEN", "the file cannot be opened"),
+    ("SQLITE_PERM", "permission denied"),
+    ("SQLITE_NOTADB", "the file is not an SQLite database"),
+    ("SQLITE_CORRUPT", "the file is corrupt"),
+)
+
+
+def _os_cause(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 def utcnow() -> str:
@@ -266,6 +290,12 @@ class Journal(abc.ABC):
     def approvals(self, run_id: str) -> list[ApprovalRecord]: ...
 
     @abc.abstractmethod
+    def granted(self, run_id: str, plan_hash: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def disagreements(self, run_id: str | None = None) -> list[Disagreement]: ...
+
+    @abc.abstractmethod
     def count_runs(self, *, since: str, mode: str, runbook: str | None = None) -> int: ...
 
     @abc.abstractmethod
@@ -349,7 +379,9 @@ class SqliteJournal(Journal):
         # One connection, shared by fan-out and notification threads: serialise its use.
         self._lock = threading.RLock()
         self._depth = 0  # open write scopes on the connection (atomic() nests writes)
-        self._failed = False  # a write nested in atomic() failed: roll the whole back
+        # A write nested in atomic() failed (its error when it was the journal's): roll
+        # the whole back.
+        self._failed: bool | BaseException = False
         self._runs_column_names: tuple[str, ...] = ()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -358,10 +390,11 @@ class SqliteJournal(Journal):
             self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.OperationalError as exc:
-            raise self._error(exc, "open") from None
+        except sqlite3.Error as exc:
+            raise self._error(exc, "open it") from None
         except OSError as exc:
-            raise JournalError(f"cannot open journal {path}: {exc}") from None
+            raise JournalUnavailableError(f"journal {path}: cannot open it: "
+                                          f"{_os_cause(exc)}") from None
         self.db = sqlite_utils.Database(self.conn)
         self._migrate()
 
@@ -379,13 +412,30 @@ class SqliteJournal(Journal):
     # -- plumbing ----------------------------------------------------------------
 
     def _error(self, exc: sqlite3.Error, doing: str) -> JournalError:
+        """The error to raise for ``exc``, naming the journal, what failed and why."""
         text = str(exc)
-        if "locked" in text or "busy" in text:
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text \
+                or "busy" in text:
             return JournalLockedError(
                 f"journal {self.path} is locked by another writer; waited "
                 f"{self.busy_timeout:g}s to {doing}, and nothing was written. Retry, or find "
                 f"the process holding it (fuser {self.path})")
+        cause = next((words for prefix, words in _FILE_FAILURES if name.startswith(prefix)),
+                     None)
+        if cause is not None and not name.startswith("SQLITE_FULL") and self._disk_full():
+            cause = "the disk it is on is full"  # SQLite says only "I/O error" for some
+        if cause is not None:
+            written = "" if doing == "read" else "; nothing of it was written"
+            return JournalUnavailableError(f"journal {self.path}: cannot {doing}: {cause} "
+                                           f"({text}){written}")
         return JournalError(f"journal {self.path}: cannot {doing}: {text}")
+
+    def _disk_full(self) -> bool:
+        try:
+            return os.statvfs(self.path.parent).f_bavail == 0
+        except OSError:
+            return False
 
     def _migrate(self) -> None:
         lock_path = self.path.with_name(self.path.name + ".migrate.lock")
@@ -396,7 +446,8 @@ class SqliteJournal(Journal):
         except sqlite3.Error as exc:
             raise self._error(exc, "apply migrations") from None
         except OSError as exc:
-            raise JournalError(f"cannot migrate journal {self.path}: {exc}") from None
+            raise JournalUnavailableError(f"journal {self.path}: cannot apply migrations: "
+                                          f"{_os_cause(exc)}") from None
 
     @contextlib.contextmanager
     def atomic(self, doing: str) -> Iterator[None]:
@@ -412,13 +463,22 @@ class SqliteJournal(Journal):
                 self._depth += 1
                 try:
                     yield self.conn
-                except BaseException:
-                    self._failed = True
+                except sqlite3.Error as exc:
+                    error = self._error(exc, doing)
+                    self._failed = error
+                    raise error from None
+                except BaseException as exc:
+                    self._failed = exc if isinstance(exc, JournalError) else True
                     raise
                 finally:
                     self._depth -= 1
                 return
-            held = self._gate.acquire(self.busy_timeout)
+            try:
+                held = self._gate.acquire(self.busy_timeout)
+            except OSError as exc:
+                raise JournalUnavailableError(
+                    f"journal {self.path}: cannot {doing}: cannot take its write lock "
+                    f"{self._gate.path}: {_os_cause(exc)}; nothing of it was written") from None
             if held is None:
                 raise JournalLockedError(
                     f"journal {self.path} is locked by another selfdrive writer; waited "
@@ -432,22 +492,36 @@ class SqliteJournal(Journal):
                 self._depth, self._failed = 1, False
                 try:
                     yield self.conn
+                except sqlite3.Error as exc:
+                    self._abort()
+                    raise self._error(exc, doing) from None
                 except BaseException:
-                    self.conn.execute("ROLLBACK")
+                    self._abort()
                     raise
                 finally:
                     self._depth = 0
                 if self._failed:
-                    self.conn.execute("ROLLBACK")
-                    raise JournalError(f"journal {self.path}: cannot {doing}: a write in it "
-                                       f"failed, so none of it was recorded")
+                    self._abort()
+                    cause = self._failed
+                    kind = type(cause) if isinstance(cause, JournalError) else JournalError
+                    raise kind(f"journal {self.path}: cannot {doing}: a write in it failed, so "
+                               f"none of it was recorded"
+                               + (f" ({cause})" if isinstance(cause, JournalError) else ""))
                 try:
                     self.conn.execute("COMMIT")
                 except sqlite3.Error as exc:
-                    self.conn.execute("ROLLBACK")
+                    self._abort()
                     raise self._error(exc, doing) from None
             finally:
                 self._gate.release(held)
+
+    def _abort(self) -> None:
+        """Roll back the open transaction. SQLite may have rolled it back already (a
+        COMMIT that failed on a full disk does), and a failed ROLLBACK must not hide
+        the error that caused it."""
+        if self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -457,14 +531,25 @@ class SqliteJournal(Journal):
                 raise self._error(exc, "read") from None
 
     def _append_event(self, conn: sqlite3.Connection, kind: str, actor: str,
-                      run_id: str | None, data: dict[str, Any] | None) -> None:
+                      run_id: str | None, data: dict[str, Any] | None, *,
+                      at: str | None = None) -> None:
+        """Chain an event; ``at`` is the time of the row it records, when it has one."""
         row = conn.execute("SELECT hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
         prev = row[0] if row else GENESIS
-        at, data_json = utcnow(), canonical(data or {})
+        at, data_json = at or utcnow(), canonical(data or {})
         digest = event_digest(prev, at, kind, actor, run_id, data_json)
         conn.execute("INSERT INTO events (at, kind, actor, run_id, data, prev_hash, hash) "
                      "VALUES (?, ?, ?, ?, ?, ?, ?)",
                      (at, kind, actor, run_id, data_json, prev, digest))
+
+    @staticmethod
+    def _check_chain(conn: sqlite3.Connection, run_id: str, status: str) -> None:
+        """Refuse to act on a run whose row status is not the one its chain ends on."""
+        why = chain.status_of(conn, run_id, status)
+        if why is not None:
+            raise AuditMismatchError(f"{why}: the row was changed outside selfdrive, so "
+                                     f"nothing acts on it (`selfdrive audit verify` names "
+                                     f"every such row)")
 
     def _runs_columns(self, conn: sqlite3.Connection) -> tuple[str, ...]:
         """Read once: this process migrates the journal only when it opens it."""
@@ -525,6 +610,7 @@ class SqliteJournal(Journal):
             if not current.can_become(to):
                 raise JournalError(f"run {run_id} is {current.value}; it cannot become "
                                    f"{to.value}")
+            self._check_chain(conn, run_id, current.value)
             if row["owner"] not in (None, self.owner) and current in OWNED_STATES:
                 raise JournalError(f"run {run_id} is owned by {row['owner']}, not this process")
             values = self._encode({"status": to, "updated_at": now, **fields})
@@ -684,9 +770,11 @@ class SqliteJournal(Journal):
                         expires_at: str) -> tuple[int, bool]:
         """Record ``actor``'s approval of ``plan_hash``; approve the run once enough count.
 
-        One transaction: the run must be pending on that very plan; a person approving
-        twice counts once; ``counts`` says whether an approver counts (rules from
-        config). Returns (approvals that count, whether the run is now approved).
+        One transaction: the run must be pending on that very plan, as the audit chain
+        says too; a person approving twice counts once; approvals are counted from the
+        chain's ``approval.granted`` events, never from rows alone; ``counts`` says
+        whether an approver counts (rules from config). Returns (approvals that count,
+        whether the run is now approved).
         """
         from selfdrive.sdk.errors import UsageError
 
@@ -700,19 +788,17 @@ class SqliteJournal(Journal):
             if row["plan_hash"] != plan_hash:
                 raise UsageError(f"run {run_id} now waits on plan {row['plan_hash'][:12]}, "
                                  f"not {plan_hash[:12]}")
-            already = conn.execute("SELECT 1 FROM approvals WHERE run_id = ? AND actor = ? AND "
-                                   "plan_hash = ? AND decision = 'approve'",
-                                   (run_id, actor, plan_hash)).fetchone()
-            if already is None:
+            self._check_chain(conn, run_id, row["status"])
+            approvers = {e["actor"] for e in chain.granted(conn, run_id, plan_hash)}
+            if actor not in approvers:
+                at = utcnow()
                 conn.execute("INSERT INTO approvals (run_id, decision, actor, os_user, plan_hash,"
                              " reason, at) VALUES (?, 'approve', ?, ?, ?, ?, ?)",
-                             (run_id, actor, os_user, plan_hash, reason, utcnow()))
+                             (run_id, actor, os_user, plan_hash, reason, at))
                 self._append_event(conn, "approval.granted", actor, run_id,
                                    {"plan_hash": plan_hash, "os_user": os_user,
-                                    "reason": reason})
-            approvers = {r[0] for r in conn.execute(
-                "SELECT DISTINCT actor FROM approvals WHERE run_id = ? AND plan_hash = ? AND "
-                "decision = 'approve'", (run_id, plan_hash))}
+                                    "reason": reason}, at=at)
+                approvers.add(actor)
             counted = sum(1 for a in approvers if counts(a))
             approved = counted >= needed
             if approved:
@@ -721,7 +807,8 @@ class SqliteJournal(Journal):
                              (RunState.APPROVED.value, expires_at, utcnow(), run_id))
                 self._append_event(conn, "run.approved", actor, run_id,
                                    {"from": RunState.PENDING_APPROVAL.value,
-                                    "plan_hash": plan_hash, "approvers": sorted(approvers)})
+                                    "plan_hash": plan_hash, "approvers": sorted(approvers),
+                                    "expires_at": expires_at})
         return counted, approved
 
     def record_denial(self, run_id: str, *, actor: str, os_user: str, reason: str,
@@ -747,7 +834,7 @@ class SqliteJournal(Journal):
                           run_id))
             self._append_event(conn, "run.denied", actor, run_id,
                                {"from": current.value, "plan_hash": plan_hash,
-                                "os_user": os_user, "reason": reason})
+                                "os_user": os_user, "reason": reason}, at=now)
             return self._run_in(conn, run_id)
 
     def add_plan_steps(self, run_id: str, plan_hash: str,
@@ -769,6 +856,25 @@ class SqliteJournal(Journal):
     def approvals(self, run_id: str) -> list[ApprovalRecord]:
         rows = self._read("SELECT * FROM approvals WHERE run_id = ? ORDER BY id", (run_id,))
         return [ApprovalRecord.from_row(r) for r in rows]
+
+    def granted(self, run_id: str, plan_hash: str) -> list[str]:
+        """Who approved this plan of this run, as the audit chain proves it: the actors of
+        its ``approval.granted`` events that are links of the chain where they stand."""
+        with self._lock:
+            try:
+                return sorted({e["actor"] for e in chain.granted(self.conn, run_id, plan_hash)
+                               if chain.out_of_place(self.conn, e) is None})
+            except sqlite3.Error as exc:
+                raise self._error(exc, "read") from None
+
+    def disagreements(self, run_id: str | None = None) -> list[Disagreement]:
+        """Rows of runs and approvals that the audit chain does not back (all, or one
+        run's); see :mod:`selfdrive.journal.chain`."""
+        with self._lock:
+            try:
+                return chain.disagreements(self.conn, run_id)
+            except sqlite3.Error as exc:
+                raise self._error(exc, "read") from None
 
     def count_runs(self, *, since: str, mode: str, runbook: str | None = None) -> int:
         sql = "SELECT COUNT(*) AS n FROM runs WHERE mode = ? AND created_at >= ?"
@@ -1229,8 +1335,13 @@ class SqliteJournal(Journal):
 
 
 def open_journal(path: Path, *, busy_timeout: float = 5.0, recover: bool = True) -> SqliteJournal:
-    """Open (creating and migrating) the journal; recover runs of dead processes."""
+    """Open (creating and migrating) the journal; recover runs of dead processes.
+
+    A journal that cannot be written (full disk, read-only) can still be read: recovery
+    then waits for the first command that can write it.
+    """
     journal = SqliteJournal(path, busy_timeout=busy_timeout)
     if recover:
-        journal.recover()
+        with contextlib.suppress(JournalUnavailableError):
+            journal.recover()
     return journal

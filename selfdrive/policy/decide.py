@@ -121,8 +121,7 @@ def freeze_guardrail(runbook: Runbook, request: Request, config: TeamConfig,
         tz = ZoneInfo(window.timezone)
         local = now.astimezone(tz)
         if window.start is not None and window.end is not None:
-            start = window.start if window.start.tzinfo else window.start.replace(tzinfo=tz)
-            end = window.end if window.end.tzinfo else window.end.replace(tzinfo=tz)
+            start, end = window.bounds()
             if start <= now < end:
                 return (f"change freeze {window.name!r} ({start:%Y-%m-%d %H:%M} → "
                         f"{end:%Y-%m-%d %H:%M} {window.timezone})")

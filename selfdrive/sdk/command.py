@@ -13,6 +13,7 @@ it masked, because every value of the run's secrets is masked wherever it appear
 
 from __future__ import annotations
 
+import enum
 import functools
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
@@ -76,13 +77,13 @@ class Command:
 def _quote(value: object) -> str:
     if isinstance(value, Safe):
         return str(value)
+    if isinstance(value, set | frozenset):  # in one order, whatever the hash seed
+        value = sorted(value, key=str)
     if isinstance(value, list | tuple):
         return " ".join(_quote(v) for v in value)
-    if value is None:
-        raise TemplateError("a template interpolated None; pass a value or leave it out")
     if isinstance(value, bool):
-        value = "true" if value else "false"
-    return shlex.quote(str(value))
+        return "true" if value else "false"
+    return shlex.quote(_plain(value))
 
 
 def _make_environment() -> Any:
@@ -134,8 +135,11 @@ def _compile_text(template: str) -> Template:
 
 
 def _plain(value: object) -> str:
+    """A value as text: an enum member by its value, as the journal keeps it."""
     if value is None:
         raise TemplateError("a template interpolated None; pass a value or leave it out")
+    if isinstance(value, enum.Enum):
+        value = value.value
     return str(value)
 
 

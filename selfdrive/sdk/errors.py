@@ -18,7 +18,11 @@ exit status::
     ├── UserCodeError                  the runbook's own code raised
     └── JournalError                   the journal cannot take a record
         ├── JournalLockedError         another writer held the journal too long
-        └── DuplicateRunError          a run with this dedup key is already recorded
+        ├── DuplicateRunError          a run with this dedup key is already recorded
+        ├── JournalUnavailableError 2  the journal's file cannot be written (disk full,
+        │                              read-only, I/O error) or opened; nothing was written
+        ├── RunStoppedError            a run stopped mid-way: the journal failed under it
+        └── AuditMismatchError         a row disagrees with the audit chain; not acted on
 """
 
 from __future__ import annotations
@@ -108,3 +112,21 @@ class DuplicateRunError(JournalError):
     def __init__(self, message: str, run_id: str) -> None:
         super().__init__(message)
         self.run_id = run_id
+
+
+class JournalUnavailableError(JournalError):
+    """The journal's file cannot be opened, read or written: the disk is full, it is
+    read-only, an I/O error. The failed write left nothing behind; the message names
+    the file and the cause."""
+
+    exit_code = 2
+
+
+class RunStoppedError(JournalError):
+    """A journal write failed while a run was going: the run stopped before its next
+    step (no effect starts without its recorded intent) and ends ``interrupted``."""
+
+
+class AuditMismatchError(JournalError):
+    """A journal row disagrees with the hash-chained audit trail (it was changed outside
+    selfdrive), so nothing acts on it; ``selfdrive audit verify`` names every such row."""

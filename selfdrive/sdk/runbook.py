@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
+from pydantic.fields import FieldInfo
 
 from selfdrive.sdk.command import MASK, OPERAND_CHECK
 from selfdrive.sdk.context import Context
@@ -160,11 +168,24 @@ class Runbook:
     # -- parameters --------------------------------------------------------------
 
     def validate_params(self, raw: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate ``raw`` against the signature; every bad field is reported at once."""
+        """Validate ``raw`` against the signature; every bad field is reported at once.
+
+        The values come back as the journal will give them back: the journal keeps a
+        run's parameters as JSON and a resume validates that JSON again, so the JSON is
+        validated here too. A run then renders the same commands (and plan hash) when it
+        is requested and when it is resumed, whatever the types.
+        """
         try:
-            model = self.params_model.model_validate(dict(raw))
+            first = self.params_model.model_validate(dict(raw))
+            secrets = {n: getattr(first, n) for n in self.secret_params}
+            public = [p.name for p in self.params if not p.secret]
+            kept = json.loads(json.dumps(self._as_json(first, public), sort_keys=True))
+            model = self.params_model.model_validate({**kept, **secrets})
         except ValidationError as exc:
             raise ParameterError(self._explain(exc)) from None
+        except ValueError as exc:  # a value pydantic cannot write as JSON
+            raise ParameterError(f"runbook {self.name!r}: parameters cannot be kept in the "
+                                 f"journal as JSON: {exc}") from None
         values = {p.name: getattr(model, p.name) for p in self.params}
         huge = [name for name, value in values.items() if _has_huge_int(value)]
         if huge:
@@ -174,14 +195,35 @@ class Runbook:
         return values
 
     def masked_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """``values`` as JSON-safe data with every secret replaced by a mask."""
+        """``values`` as JSON-safe data with every secret replaced by a mask.
+
+        Declared parameters are written as their types write JSON (an enum as its
+        value, a set sorted), which is what :meth:`validate_params` reads back.
+        """
+        declared = {k: v for k, v in values.items()
+                    if k in self.params_model.model_fields and k not in self.secret_params
+                    and not isinstance(v, SecretStr)}
+        written = self._as_json(self.params_model.model_construct(**declared), declared)
         out: dict[str, Any] = {}
         for key, value in values.items():
             if key in self.secret_params or isinstance(value, SecretStr):
                 out[key] = MASK
+            elif key in declared:
+                out[key] = written[key]
             else:
                 out[key] = _jsonable(value)
         return out
+
+    def _as_json(self, model: BaseModel, fields: Iterable[str]) -> dict[str, Any]:
+        """``fields`` of the model as JSON data; sets sorted, so that no process's hash
+        order shows in a plan."""
+        fields = set(fields)
+        data = model.model_dump(mode="json", include=fields, warnings=False)
+        for name in fields:
+            if isinstance(getattr(model, name), set | frozenset):
+                data[name] = sorted(data[name], key=lambda item: json.dumps(item,
+                                                                           sort_keys=True))
+        return data
 
     def _explain(self, exc: ValidationError) -> str:
         lines = []
@@ -349,14 +391,24 @@ def _params_model(name: str, params: tuple[Param, ...], where: str) -> type[Base
     }
     model_name = "Params_" + "".join(c if c.isalnum() else "_" for c in name)
     try:
+        # Defaults are validated like given values: ``x: float = 0`` is 0.0 either way;
         # inf and nan are never a sane count, size or threshold, and JSON cannot hold them.
-        return create_model(model_name, __config__=ConfigDict(extra="forbid",
-                                                              arbitrary_types_allowed=False,
-                                                              allow_inf_nan=False),
-                            **fields)
+        config = ConfigDict(extra="forbid", arbitrary_types_allowed=False,
+                            validate_default=True, allow_inf_nan=False)
+        model: type[BaseModel] = create_model(model_name, __config__=config, **fields)
     except Exception as exc:
         first_line = str(exc).splitlines()[0]
         raise DefinitionError(f"{where}: parameter types not usable: {first_line}") from None
+    for p in params:
+        if p.required or isinstance(p.default, FieldInfo):
+            continue
+        try:  # a default that does not fit its type is the author's mistake: say so now
+            TypeAdapter(p.annotation).validate_python(p.default)
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"]
+            raise DefinitionError(f"{where}: parameter {p.name!r}: its default {p.default!r} "
+                                  f"does not fit its type {p.type_name}: {reason}") from None
+    return model
 
 
 def _hook_params(rb: Runbook, kind: str, fn: Callable[..., Any]) -> tuple[str, ...]:

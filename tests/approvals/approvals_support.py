@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +24,8 @@ SELFDRIVE = str(Path(sys.executable).parent / "selfdrive")
 TIMEOUT = 60
 
 HEADER = 'team = "approvals-tests"\nentry_points = false\n'
+#: Who selfdrive records as the OS user: the uid's name, whatever USER/LOGNAME say.
+OS_USER = pwd.getpwuid(os.getuid()).pw_name
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -6,10 +6,9 @@ approval and the resume, nothing runs and the run waits again on the new plan.
 
 from __future__ import annotations
 
-import getpass
 from pathlib import Path
 
-from approvals_support import PURGE, RESTART_DB, Team, explain
+from approvals_support import OS_USER, PURGE, RESTART_DB, Team, explain
 
 
 def test_alice_requests_bob_approves_carol_resumes(team: Team, tmp_path: Path) -> None:
@@ -54,11 +53,11 @@ def test_alice_requests_bob_approves_carol_resumes(team: Team, tmp_path: Path) -
     # The journal says who did what, and when.
     run = team.run_row(run_id)
     assert (run["status"], run["requested_by"], run["os_user"]) == (
-        "succeeded", "alice", getpass.getuser())
+        "succeeded", "alice", OS_USER)
     [approval] = team.approvals(run_id)
     assert approval["decision"] == "approve"
     assert approval["actor"] == "bob"
-    assert approval["os_user"] == getpass.getuser()
+    assert approval["os_user"] == OS_USER
     assert approval["plan_hash"] == plan_hash == run["plan_hash"]
     assert approval["reason"] == "change ticket 7"
     assert approval["at"]
@@ -79,7 +78,7 @@ def test_alice_requests_bob_approves_carol_resumes(team: Team, tmp_path: Path) -
     assert [(a["actor"], a["decision"], a["plan_hash"]) for a in logs["approvals"]] == [
         ("bob", "approve", plan_hash)]
     text = team.sd("logs", run_id)
-    assert f"approved by bob (os user {getpass.getuser()})" in text.stdout, explain(text)
+    assert f"approved by bob (os user {OS_USER})" in text.stdout, explain(text)
 
     # A second resume is refused, and nothing runs twice.
     again = team.sd("resume", run_id, who="carol")

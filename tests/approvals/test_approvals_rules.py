@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import getpass
 from pathlib import Path
 
-from approvals_support import RESTART_DB, Team, clean_env, explain, low_runbook
+from approvals_support import OS_USER, RESTART_DB, Team, clean_env, explain, low_runbook
 
 
 def test_only_listed_approvers_may_approve(team: Team, tmp_path: Path) -> None:
@@ -83,7 +82,7 @@ def test_os_user_authoritative_refuses_another_name(team: Team, tmp_path: Path) 
     team.config("L4", "[identity]\nos_user_authoritative = true\n")
     team.runbook("a.py", low_runbook("touch-a"))
     team.runbook("db.py", RESTART_DB)
-    me = getpass.getuser()
+    me = OS_USER
     out = tmp_path / "out"
 
     for refused in (team.sd("run", "touch-a", "-p", f"path={out}", who="mallory"),

@@ -485,3 +485,96 @@ def test_an_endless_device_is_read_only_up_to_the_limit() -> None:
 def test_a_folder_given_as_the_config_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="^" + re.escape(f"{tmp_path.resolve()}: cannot read: ")):
         load_config(tmp_path)
+
+
+# -- guardrails fail closed ----------------------------------------------------------
+# A guardrail or approval setting that would switch its guardrail off is an error
+# naming the file, the dotted key and the reason, in a real file read by the loader.
+
+
+@pytest.mark.parametrize(("table", "line", "key", "reason"), [
+    ("guardrails", 'rate_window = "0s"', "guardrails.rate_window",
+     "an empty window counts no runs, so the rate limits would never trip"),
+    ("guardrails", "rate_window = 0", "guardrails.rate_window",
+     "an empty window counts no runs, so the rate limits would never trip"),
+    ("guardrails", "rate_window = 0.0000001", "guardrails.rate_window",
+     "an empty window counts no runs, so the rate limits would never trip"),
+    ("guardrails", 'rate_window = "0h0m"', "guardrails.rate_window",
+     "an empty window counts no runs, so the rate limits would never trip"),
+    ("guardrails", "rate_window = -60", "guardrails.rate_window",
+     "duration must not be negative: -60"),
+    ("guardrails", "blast_radius = 0", "guardrails.blast_radius",
+     "Input should be greater than or equal to 1"),
+    ("approvals", 'expiry = "0s"', "approvals.expiry",
+     "an approval window of 0s closes as it opens"),
+    ("approvals", "expiry = 0", "approvals.expiry",
+     "an approval window of 0s closes as it opens"),
+    ("approvals.min_approvers", "CRITICAL = 0", "approvals.min_approvers.CRITICAL",
+     "Input should be greater than or equal to 1"),
+    ("policy.track_record", "window = 0", "policy.track_record.window",
+     "Input should be greater than or equal to 1"),
+])
+def test_a_setting_that_turns_a_guardrail_off_is_an_error(
+        tmp_path: Path, table: str, line: str, key: str, reason: str) -> None:
+    path = write(tmp_path, f'team = "t"\n[{table}]\n{line}\n')
+
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+
+    [problem] = str(info.value).splitlines()
+    assert problem.startswith(f"{path.resolve()}: {key}: "), problem
+    assert problem.endswith(reason), problem
+
+
+FREEZE = '[[guardrails.freeze]]\nname = "year end"\n'
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ("start = 2026-12-20T00:00:00\nend = 2026-12-19T00:00:00\n",
+     "freeze 'year end': its end (2026-12-19 00:00 UTC) is not after its start "
+     "(2026-12-20 00:00 UTC), so it would never hold"),
+    ("start = 2026-12-20T00:00:00\nend = 2026-12-20T00:00:00\n",
+     "freeze 'year end': its end (2026-12-20 00:00 UTC) is not after its start "
+     "(2026-12-20 00:00 UTC), so it would never hold"),
+    # One bound with an offset, one without: the window's timezone places the other.
+    ('start = 2026-12-20T00:00:00+01:00\nend = 2026-12-20T00:00:00\ntimezone = "UTC"\n',
+     None),
+    ('start = 2026-12-20T00:00:00Z\nend = 2026-12-20T00:30:00\n'
+     'timezone = "Europe/Berlin"\n',
+     "freeze 'year end': its end (2026-12-20 00:30 Europe/Berlin) is not after its start "
+     "(2026-12-20 01:00 Europe/Berlin), so it would never hold"),
+    ("start = 2026-12-20T00:00:00\n", "freeze 'year end': give both start and end"),
+    ('cron = "* * * * *"\nend = 2026-12-20T00:00:00\n',
+     "freeze 'year end': give either start and end, or cron"),
+])
+def test_a_freeze_that_could_never_hold_is_an_error(tmp_path: Path, body: str,
+                                                    reason: str | None) -> None:
+    path = write(tmp_path, f'team = "t"\n{FREEZE}{body}')
+
+    if reason is None:
+        [window] = load_config(path).guardrails.freeze
+        assert window.start is not None and window.end is not None
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+
+    assert str(info.value) == (f"{path.resolve()}: guardrails.freeze.0: Value error, "
+                               f"{reason}")
+
+
+def test_a_freeze_needs_a_name(tmp_path: Path) -> None:
+    path = write(tmp_path, 'team = "t"\n[[guardrails.freeze]]\nname = ""\ncron = "* * * * *"\n')
+
+    with pytest.raises(ConfigError, match=exact(
+            f"{path.resolve()}: guardrails.freeze.0.name: String should have at least 1 "
+            f"character")):
+        load_config(path)
+
+
+def test_guardrails_built_in_code_fail_closed_too() -> None:
+    from datetime import timedelta
+
+    from selfdrive.config.model import GuardrailsConfig
+
+    with pytest.raises(ValidationError, match="rate limits would never trip"):
+        GuardrailsConfig(rate_window=timedelta(0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import itertools
 import json
 import re
@@ -403,6 +404,47 @@ def test_masked_params_is_json_safe() -> None:
     assert json.loads(json.dumps(masked)) == {"host": "web1", "when": str(when),
                                               "where": "/srv", "items": [1],
                                               "nested": {"t": ["/a"]}}
+
+
+def test_a_default_is_validated_like_a_given_value() -> None:
+    @runbook(risk=Risk.LOW)
+    def pause(ctx: Context, seconds: float = 0, fast: bool = 0,  # type: ignore[assignment]
+              ports: tuple[int, ...] = ("80",)) -> None: ...  # type: ignore[assignment]
+
+    values = pause.validate_params({})
+
+    assert values == {"seconds": 0.0, "fast": False, "ports": (80,)}
+    assert type(values["seconds"]) is float
+
+
+def test_a_default_that_does_not_fit_its_type_names_file_line_and_parameter() -> None:
+    def fix(ctx: Context, port: int = None) -> None: ...  # type: ignore[assignment]  # noqa: RUF013
+
+    with pytest.raises(DefinitionError, match="^" + re.escape(
+            f"{where(fix)}: parameter 'port': its default None does not fit its type int: "
+            f"Input should be a valid integer") + "$"):
+        runbook(risk=Risk.LOW)(fix)
+
+
+class Tier(enum.Enum):
+    GOLD = "gold"
+
+
+def test_values_are_what_the_journal_gives_back() -> None:
+    @runbook(risk=Risk.LOW)
+    def many(ctx: Context, tier: Tier, opts: dict[str, int], names: frozenset[str],
+             token: SecretStr) -> None: ...
+
+    values = many.validate_params({"tier": "gold", "opts": {"b": 2, "a": 1},
+                                   "names": ["y", "x"], "token": "hunter2"})
+    kept = json.loads(json.dumps(many.masked_params(values)))
+
+    assert kept == {"tier": "gold", "opts": {"a": 1, "b": 2}, "names": ["x", "y"],
+                    "token": MASK}
+    assert list(values["opts"]) == ["a", "b"]  # the journal sorts keys: so do the values
+    assert values["token"].get_secret_value() == "hunter2"
+    again = many.validate_params({**kept, "token": values["token"]})
+    assert again == values
 
 
 def test_missing_annotation_names_file_and_line() -> None:
