@@ -168,7 +168,7 @@ def test_an_unwrapped_canary_reaches_its_targets_and_no_sink(team: Path, sshd: S
 
         wal = journal.with_name("journal.db-wal")
         assert b"using ****** and ******" in wal.read_bytes()  # the pages are in the -wal file
-        for path in journal.parent.iterdir():
+        for path in _files(journal.parent):
             data = path.read_bytes()
             for needle in needles:
                 assert needle.encode() not in data, f"the secret is in {path.name}"
@@ -180,6 +180,11 @@ def test_an_unwrapped_canary_reaches_its_targets_and_no_sink(team: Path, sshd: S
     for text in outputs:
         for needle in needles:
             assert needle not in text, f"the secret leaked to the CLI's output:\n{text}"
-    for path in journal.parent.iterdir():
+    for path in _files(journal.parent):
         for needle in needles:
             assert needle.encode() not in path.read_bytes(), f"the secret is in {path.name}"
+
+
+def _files(folder: Path) -> list[Path]:
+    """Every file under the journal's folder (Ansible's private folders live there too)."""
+    return [p for p in folder.rglob("*") if p.is_file()]
