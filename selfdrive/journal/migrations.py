@@ -111,3 +111,13 @@ def m0005(db: Any) -> None:
     # Firing alerts that matched no runbook (uncovered), by time.
     db.execute("CREATE INDEX idx_alerts_uncovered ON alerts (received_at, name, fingerprint) "
                "WHERE status = 'firing' AND matched = '[]'")
+
+
+@migrations(name="0006_process_groups")
+def m0006(db: Any) -> None:
+    # The process group a local command runs in (``host:pgid:start`` of its leader),
+    # written with the command's intent: recovery ends what is left of it before it
+    # releases the run's lock.
+    db["steps"].add_column("pgroup", str)
+    # Set on a lock kept because such a group outlived its run: held until it is gone.
+    db["locks"].add_column("pgroup", str)

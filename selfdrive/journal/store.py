@@ -14,9 +14,11 @@ import fcntl
 import hashlib
 import json
 import os
+import signal
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,11 +52,21 @@ def process_identity(pid: int | None = None) -> str:
 
 
 def _start_ticks(pid: int) -> str:
+    fields = _stat(pid)
+    return "?" if fields is None else fields[_START]
+
+
+#: In the fields of ``/proc/PID/stat`` after the command name: state, parent, process
+#: group, and the start time (field 22, in clock ticks since boot).
+_STATE, _PGRP, _START = 0, 2, 19
+
+
+def _stat(pid: int | str) -> list[str] | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return "?"
-    return stat.rsplit(")", 1)[1].split()[19]
+        return None
+    return stat.rsplit(")", 1)[1].split()
 
 
 def owner_alive(owner: str) -> bool | None:
@@ -71,6 +83,62 @@ def owner_alive(owner: str) -> bool | None:
     except PermissionError:
         pass
     return start in ("?", _start_ticks(pid))
+
+
+def group_members(group: str) -> list[int] | None:
+    """The live processes of the process group that ``group`` names (``host:pgid:start``,
+    its leader's :func:`process_identity`); None when it lives on another host.
+
+    Only processes of that group that started no earlier than its leader count, and a
+    group whose leader's pid now belongs to a later process is gone: Linux reuses no pid
+    while a group of that id has a member, so this never names a stranger.
+    """
+    host, _, rest = group.partition(":")
+    pgid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pgid.isdigit():
+        return None
+    if not start.isdigit():
+        return []  # its leader was gone before it could read a command
+    leader = _stat(pgid)
+    if leader is not None and leader[_START] != start:
+        return []
+    members = []
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            fields = _stat(entry.name)
+            if (fields is not None and fields[_PGRP] == pgid and fields[_STATE] != "Z"
+                    and int(fields[_START]) >= int(start)):
+                members.append(int(entry.name))
+    return members
+
+
+def end_group(group: str, *, wait: float = 1.0) -> list[int] | None:
+    """SIGKILL every member of ``group`` (see :func:`group_members`). Returns the pids left
+    after at most ``wait`` seconds (processes this user may not signal, or stuck in the
+    kernel), or None for a group on another host, which cannot be reached from here."""
+    deadline = time.monotonic() + wait
+    denied: set[int] = set()
+    while True:
+        members = group_members(group)
+        if members is None:
+            return None
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                denied.add(pid)
+        if not members or set(members) <= denied or time.monotonic() >= deadline:
+            return members
+        time.sleep(0.005)
+
+
+def _left_data(left: dict[str, list[int] | None]) -> dict[str, Any]:
+    """Event data on the process groups that outlived their run (none: nothing)."""
+    return {"processes_left": dict(left)} if left else {}
 
 
 def canonical(data: Any) -> str:
@@ -726,25 +794,39 @@ class SqliteJournal(Journal):
     def acquire_lock(self, key: str, run_id: str, *, ttl: float) -> str | None:
         """Take the lease on ``key`` for ``run_id``; return the holder's run id if taken.
 
-        A lease whose run has ended, whose owner died or whose expiry passed is free.
+        A lease whose run has ended, whose owner died or whose expiry passed is free,
+        unless a command of its run is still running (see :meth:`_lease_held`).
         """
         now = datetime.now(UTC)
         with self._write(f"take lock {key!r}") as conn:
-            row = conn.execute("SELECT l.run_id, l.owner, l.expires_at, r.status FROM locks l "
-                               "LEFT JOIN runs r ON r.id = l.run_id WHERE l.key = ?",
-                               (key,)).fetchone()
+            row = conn.execute("SELECT l.run_id, l.owner, l.expires_at, l.pgroup, r.status "
+                               "FROM locks l LEFT JOIN runs r ON r.id = l.run_id "
+                               "WHERE l.key = ?", (key,)).fetchone()
             # The same run held by another live process counts as held too (two resumes).
-            if row is not None and (row["run_id"] != run_id or row["owner"] != self.owner):
-                live = (row["status"] is not None and not RunState(row["status"]).final
-                        and datetime.fromisoformat(row["expires_at"]) > now
-                        and owner_alive(row["owner"]) is not False)
-                if live:
-                    return str(row["run_id"])
+            if row is not None and (row["run_id"] != run_id or row["owner"] != self.owner) \
+                    and self._lease_held(conn, row, now):
+                return str(row["run_id"])
             expires = datetime.fromtimestamp(now.timestamp() + ttl, UTC)
             conn.execute("INSERT OR REPLACE INTO locks (key, run_id, owner, acquired_at, "
                          "expires_at) VALUES (?, ?, ?, ?, ?)",
                          (key, run_id, self.owner, now.isoformat(), expires.isoformat()))
         return None
+
+    @staticmethod
+    def _lease_held(conn: sqlite3.Connection, row: sqlite3.Row, now: datetime) -> bool:
+        """Whether a lease holds: its run goes on in a live process (within its expiry),
+        or a command of its run outlived the run's process. Such a command holds the
+        lease, whatever its expiry, until it is gone: recovery ends it (or, failing
+        that, names its group on the lease)."""
+        if row["pgroup"]:
+            return group_members(row["pgroup"]) != []
+        if row["status"] is None or RunState(row["status"]).final:
+            return False
+        if owner_alive(row["owner"]) is not False:
+            return datetime.fromisoformat(row["expires_at"]) > now
+        groups = conn.execute("SELECT DISTINCT pgroup FROM steps WHERE run_id = ? AND "
+                              "status = 'started' AND pgroup IS NOT NULL", (row["run_id"],))
+        return any(group_members(g[0]) != [] for g in groups)
 
     def release_lock(self, key: str, run_id: str) -> None:
         with self._write(f"release lock {key!r}") as conn:
@@ -997,14 +1079,23 @@ class SqliteJournal(Journal):
     def interrupt_run(self, run_id: str, *, actor: str, reason: str) -> RunRecord:
         """Mark this process's own unfinished run ``interrupted`` (a stop was forced).
 
-        Like crash recovery, but for a run that is still ours: its in-flight step's
-        outcome becomes ``unknown`` and its lock is released; nothing is re-run.
+        Like crash recovery, but for a run that is still ours: the command in flight is
+        killed, its step's outcome becomes ``unknown`` and its lock is released (kept
+        while anything of that command is left); nothing is re-run.
         """
+        def ours(row: Any) -> bool:
+            return (RunState(row["status"]).can_become(RunState.INTERRUPTED)
+                    and row["owner"] == self.owner)
+
+        found = self._read("SELECT status, owner FROM runs WHERE id = ?", (run_id,))
+        left = self._end_commands(run_id) if found and ours(found[0]) else {}
         with self._write(f"mark run {run_id} interrupted") as conn:
             row = conn.execute("SELECT status, owner FROM runs WHERE id = ?",
                                (run_id,)).fetchone()
             if row is None:
                 raise JournalError(f"no run {run_id}")
+            if not ours(row):
+                return self._run_in(conn, run_id)
             current = RunState(row["status"])
             if not current.can_become(RunState.INTERRUPTED) or row["owner"] != self.owner:
                 return self._run_in(conn, run_id)
@@ -1014,14 +1105,13 @@ class SqliteJournal(Journal):
                 "WHERE run_id = ? AND status = 'started'",
                 (now, f"stopped during this step ({reason}); its outcome is unknown",
                  run_id)).rowcount
+            error = f"{reason} while the run was {current.value}; not re-run"
             conn.execute("UPDATE runs SET status = 'interrupted', finished_at = ?, "
                          "updated_at = ?, error = ? WHERE id = ?",
-                         (now, now, f"{reason} while the run was {current.value}; not re-run",
-                          run_id))
-            conn.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
+                         (now, now, error + self._settle_lock(conn, run_id, left), run_id))
             self._append_event(conn, "run.interrupted", actor, run_id,
                                {"from": current.value, "reason": reason,
-                                "steps_outcome_unknown": unknown})
+                                "steps_outcome_unknown": unknown, **_left_data(left)})
             return self._run_in(conn, run_id)
 
     @staticmethod
@@ -1032,7 +1122,13 @@ class SqliteJournal(Journal):
     # -- crash recovery ----------------------------------------------------------
 
     def recover(self) -> list[str]:
-        """Mark runs whose owning process died as ``interrupted``; never re-run them."""
+        """Mark runs whose owning process died as ``interrupted``; never re-run them.
+
+        First the command each one was running is ended: its process group (recorded
+        with the step's intent) is killed, on this host, as far as this user may. A
+        run's lock is released only once nothing of that group is left; otherwise the
+        lock stays, naming the group, until a later recovery finds it gone.
+        """
         marks = ", ".join("?" for _ in OWNED_STATES)
         candidates = self._read(f"SELECT id, owner FROM runs WHERE status IN ({marks})",
                                 [s.value for s in OWNED_STATES])
@@ -1040,6 +1136,7 @@ class SqliteJournal(Journal):
                 if r["owner"] and r["owner"] != self.owner and owner_alive(r["owner"]) is False]
         recovered = []
         for run_id in dead:
+            left = self._end_commands(run_id)
             with self._write(f"mark run {run_id} interrupted") as conn:
                 row = conn.execute("SELECT status, owner FROM runs WHERE id = ?",
                                    (run_id,)).fetchone()
@@ -1052,16 +1149,54 @@ class SqliteJournal(Journal):
                     "WHERE run_id = ? AND status = 'started'",
                     (now, "the process died during this step; its outcome is unknown",
                      run_id)).rowcount
+                error = (f"process {row['owner']} died while the run was {row['status']}; "
+                         f"not re-run")
                 conn.execute("UPDATE runs SET status = 'interrupted', finished_at = ?, "
                              "updated_at = ?, error = ? WHERE id = ?",
-                             (now, now, f"process {row['owner']} died while the run was "
-                                        f"{row['status']}; not re-run", run_id))
-                conn.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
+                             (now, now, error + self._settle_lock(conn, run_id, left), run_id))
                 self._append_event(conn, "run.interrupted", "selfdrive", run_id,
                                    {"from": row["status"], "dead_owner": row["owner"],
-                                    "steps_outcome_unknown": unknown})
+                                    "steps_outcome_unknown": unknown, **_left_data(left)})
             recovered.append(run_id)
+        self._release_kept_locks()
         return recovered
+
+    def _end_commands(self, run_id: str) -> dict[str, list[int] | None]:
+        """Kill what is left of the run's commands in flight; the groups not yet gone."""
+        rows = self._read("SELECT DISTINCT pgroup FROM steps WHERE run_id = ? AND "
+                          "status = 'started' AND pgroup IS NOT NULL", (run_id,))
+        left = {r["pgroup"]: end_group(r["pgroup"]) for r in rows}
+        return {group: pids for group, pids in left.items() if pids != []}
+
+    @staticmethod
+    def _settle_lock(conn: sqlite3.Connection, run_id: str,
+                     left: dict[str, list[int] | None]) -> str:
+        """Release the run's lock, or keep it for a group that outlived the run; returns
+        what the run's error adds when it is kept."""
+        if not left:
+            conn.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
+            return ""
+        group, pids = next(iter(left.items()))
+        held = conn.execute("SELECT key FROM locks WHERE run_id = ?", (run_id,)).fetchone()
+        conn.execute("UPDATE locks SET pgroup = ? WHERE run_id = ?", (group, run_id))
+        alive = (f"processes {', '.join(map(str, pids))} could not be stopped" if pids
+                 else "it lives on another host")
+        lock = f"; lock {held['key']!r} stays held until they end" if held else ""
+        return f"; its command's process group {group} outlived it ({alive}){lock}"
+
+    def _release_kept_locks(self) -> None:
+        """Locks kept for a group that outlived its run: try to end it again; release
+        each whose group is gone."""
+        for row in self._read("SELECT key, run_id, pgroup FROM locks WHERE pgroup IS NOT NULL"):
+            if end_group(row["pgroup"]) != []:
+                continue
+            with self._write(f"release lock {row['key']!r}") as conn:
+                gone = conn.execute("DELETE FROM locks WHERE key = ? AND run_id = ? AND "
+                                    "pgroup = ?", (row["key"], row["run_id"], row["pgroup"]))
+                if gone.rowcount:
+                    self._append_event(conn, "lock.released", "selfdrive", row["run_id"],
+                                       {"key": row["key"], "pgroup": row["pgroup"],
+                                        "why": "the process group that kept it is gone"})
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
