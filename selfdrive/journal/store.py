@@ -136,11 +136,6 @@ def end_group(group: str, *, wait: float = 1.0) -> list[int] | None:
         time.sleep(0.005)
 
 
-def _left_data(left: dict[str, list[int] | None]) -> dict[str, Any]:
-    """Event data on the process groups that outlived their run (none: nothing)."""
-    return {"processes_left": dict(left)} if left else {}
-
-
 def canonical(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       default=str)
@@ -616,10 +611,12 @@ class SqliteJournal(Journal):
             return int(cur.lastrowid or 0)
 
     def finish_step(self, step_id: int, *, status: str, **fields: Any) -> None:
+        """Write a step's result; a step that an interruption already settled stays so."""
         values = self._encode({"status": status, "finished_at": utcnow(), **fields})
         sets = ", ".join(f"{k} = ?" for k in values)
         with self._write("record a step's result") as conn:
-            conn.execute(f"UPDATE steps SET {sets} WHERE id = ?", [*values.values(), step_id])
+            conn.execute(f"UPDATE steps SET {sets} WHERE id = ? AND status = 'started'",
+                         [*values.values(), step_id])
 
     def steps(self, run_id: str) -> list[StepRecord]:
         rows = self._read("SELECT * FROM steps WHERE run_id = ? ORDER BY seq", (run_id,))
@@ -819,7 +816,7 @@ class SqliteJournal(Journal):
         lease, whatever its expiry, until it is gone: recovery ends it (or, failing
         that, names its group on the lease)."""
         if row["pgroup"]:
-            return group_members(row["pgroup"]) != []
+            return any(group_members(g) != [] for g in row["pgroup"].split())
         if row["status"] is None or RunState(row["status"]).final:
             return False
         if owner_alive(row["owner"]) is not False:
@@ -1079,40 +1076,26 @@ class SqliteJournal(Journal):
     def interrupt_run(self, run_id: str, *, actor: str, reason: str) -> RunRecord:
         """Mark this process's own unfinished run ``interrupted`` (a stop was forced).
 
-        Like crash recovery, but for a run that is still ours: the command in flight is
-        killed, its step's outcome becomes ``unknown`` and its lock is released (kept
-        while anything of that command is left); nothing is re-run.
+        Like crash recovery, but for a run that is still ours: marked first (the run's
+        own thread can record nothing more), then its command in flight is killed; its
+        step's outcome becomes ``unknown``; nothing is re-run; its lock goes once
+        nothing of that command is left.
         """
-        def ours(row: Any) -> bool:
-            return (RunState(row["status"]).can_become(RunState.INTERRUPTED)
-                    and row["owner"] == self.owner)
-
-        found = self._read("SELECT status, owner FROM runs WHERE id = ?", (run_id,))
-        left = self._end_commands(run_id) if found and ours(found[0]) else {}
         with self._write(f"mark run {run_id} interrupted") as conn:
             row = conn.execute("SELECT status, owner FROM runs WHERE id = ?",
                                (run_id,)).fetchone()
             if row is None:
                 raise JournalError(f"no run {run_id}")
-            if not ours(row):
-                return self._run_in(conn, run_id)
             current = RunState(row["status"])
             if not current.can_become(RunState.INTERRUPTED) or row["owner"] != self.owner:
                 return self._run_in(conn, run_id)
-            now = utcnow()
-            unknown = conn.execute(
-                "UPDATE steps SET status = 'unknown', finished_at = ?, error = ? "
-                "WHERE run_id = ? AND status = 'started'",
-                (now, f"stopped during this step ({reason}); its outcome is unknown",
-                 run_id)).rowcount
-            error = f"{reason} while the run was {current.value}; not re-run"
-            conn.execute("UPDATE runs SET status = 'interrupted', finished_at = ?, "
-                         "updated_at = ?, error = ? WHERE id = ?",
-                         (now, now, error + self._settle_lock(conn, run_id, left), run_id))
-            self._append_event(conn, "run.interrupted", actor, run_id,
-                               {"from": current.value, "reason": reason,
-                                "steps_outcome_unknown": unknown, **_left_data(left)})
-            return self._run_in(conn, run_id)
+            groups = self._mark_interrupted(
+                conn, run_id, actor=actor,
+                step_error=f"stopped during this step ({reason}); its outcome is unknown",
+                error=f"{reason} while the run was {current.value}; not re-run",
+                data={"from": current.value, "reason": reason})
+        self._end_commands(run_id, groups)
+        return self.get_run(run_id)
 
     @staticmethod
     def _run_in(conn: sqlite3.Connection, run_id: str) -> RunRecord:
@@ -1124,7 +1107,7 @@ class SqliteJournal(Journal):
     def recover(self) -> list[str]:
         """Mark runs whose owning process died as ``interrupted``; never re-run them.
 
-        First the command each one was running is ended: its process group (recorded
+        Then the command each one was running is ended: its process group (recorded
         with the step's intent) is killed, on this host, as far as this user may. A
         run's lock is released only once nothing of that group is left; otherwise the
         lock stays, naming the group, until a later recovery finds it gone.
@@ -1136,59 +1119,72 @@ class SqliteJournal(Journal):
                 if r["owner"] and r["owner"] != self.owner and owner_alive(r["owner"]) is False]
         recovered = []
         for run_id in dead:
-            left = self._end_commands(run_id)
             with self._write(f"mark run {run_id} interrupted") as conn:
                 row = conn.execute("SELECT status, owner FROM runs WHERE id = ?",
                                    (run_id,)).fetchone()
                 if row is None or row["status"] not in [s.value for s in OWNED_STATES] \
                         or owner_alive(row["owner"]) is not False:
                     continue
-                now = utcnow()
-                unknown = conn.execute(
-                    "UPDATE steps SET status = 'unknown', finished_at = ?, error = ? "
-                    "WHERE run_id = ? AND status = 'started'",
-                    (now, "the process died during this step; its outcome is unknown",
-                     run_id)).rowcount
-                error = (f"process {row['owner']} died while the run was {row['status']}; "
-                         f"not re-run")
-                conn.execute("UPDATE runs SET status = 'interrupted', finished_at = ?, "
-                             "updated_at = ?, error = ? WHERE id = ?",
-                             (now, now, error + self._settle_lock(conn, run_id, left), run_id))
-                self._append_event(conn, "run.interrupted", "selfdrive", run_id,
-                                   {"from": row["status"], "dead_owner": row["owner"],
-                                    "steps_outcome_unknown": unknown, **_left_data(left)})
+                groups = self._mark_interrupted(
+                    conn, run_id, actor="selfdrive",
+                    step_error="the process died during this step; its outcome is unknown",
+                    error=(f"process {row['owner']} died while the run was {row['status']}; "
+                           f"not re-run"),
+                    data={"from": row["status"], "dead_owner": row["owner"]})
+            self._end_commands(run_id, groups)
             recovered.append(run_id)
         self._release_kept_locks()
         return recovered
 
-    def _end_commands(self, run_id: str) -> dict[str, list[int] | None]:
-        """Kill what is left of the run's commands in flight; the groups not yet gone."""
-        rows = self._read("SELECT DISTINCT pgroup FROM steps WHERE run_id = ? AND "
-                          "status = 'started' AND pgroup IS NOT NULL", (run_id,))
-        left = {r["pgroup"]: end_group(r["pgroup"]) for r in rows}
-        return {group: pids for group, pids in left.items() if pids != []}
-
-    @staticmethod
-    def _settle_lock(conn: sqlite3.Connection, run_id: str,
-                     left: dict[str, list[int] | None]) -> str:
-        """Release the run's lock, or keep it for a group that outlived the run; returns
-        what the run's error adds when it is kept."""
-        if not left:
+    def _mark_interrupted(self, conn: sqlite3.Connection, run_id: str, *, actor: str,
+                          step_error: str, error: str, data: dict[str, Any]) -> list[str]:
+        """Mark the run interrupted and its steps in flight ``unknown``. Returns the process
+        groups of those steps; the run's lock now holds exactly while they live."""
+        groups = [r[0] for r in conn.execute(
+            "SELECT DISTINCT pgroup FROM steps WHERE run_id = ? AND status = 'started' "
+            "AND pgroup IS NOT NULL ORDER BY pgroup", (run_id,))]
+        now = utcnow()
+        unknown = conn.execute(
+            "UPDATE steps SET status = 'unknown', finished_at = ?, error = ? "
+            "WHERE run_id = ? AND status = 'started'", (now, step_error, run_id)).rowcount
+        conn.execute("UPDATE runs SET status = 'interrupted', finished_at = ?, updated_at = ?, "
+                     "error = ? WHERE id = ?", (now, now, error, run_id))
+        if groups:
+            conn.execute("UPDATE locks SET pgroup = ? WHERE run_id = ?",
+                         (" ".join(groups), run_id))
+        else:
             conn.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
-            return ""
-        group, pids = next(iter(left.items()))
-        held = conn.execute("SELECT key FROM locks WHERE run_id = ?", (run_id,)).fetchone()
-        conn.execute("UPDATE locks SET pgroup = ? WHERE run_id = ?", (group, run_id))
-        alive = (f"processes {', '.join(map(str, pids))} could not be stopped" if pids
-                 else "it lives on another host")
-        lock = f"; lock {held['key']!r} stays held until they end" if held else ""
-        return f"; its command's process group {group} outlived it ({alive}){lock}"
+        self._append_event(conn, "run.interrupted", actor, run_id,
+                           {**data, "steps_outcome_unknown": unknown})
+        return groups
+
+    def _end_commands(self, run_id: str, groups: list[str]) -> None:
+        """Kill the process groups of an interrupted run's commands, then release its
+        lock; what cannot be killed keeps the lock, and the run's error says so."""
+        if not groups:
+            return
+        left = {g: pids for g in groups if (pids := end_group(g)) != []}
+        with self._write(f"release the lock of run {run_id}") as conn:
+            held = conn.execute("SELECT key FROM locks WHERE run_id = ?", (run_id,)).fetchone()
+            if not left:
+                conn.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
+                return
+            conn.execute("UPDATE locks SET pgroup = ? WHERE run_id = ?", (" ".join(left), run_id))
+            why = "; ".join(
+                f"process group {g} outlived it ("
+                + (f"processes {', '.join(map(str, pids))} could not be stopped" if pids
+                   else "it lives on another host") + ")" for g, pids in left.items())
+            lock = f"; lock {held['key']!r} stays held until they end" if held else ""
+            conn.execute("UPDATE runs SET error = error || ? WHERE id = ?",
+                         (f"; its command's {why}{lock}", run_id))
+            self._append_event(conn, "lock.kept", "selfdrive", run_id,
+                               {"key": held["key"] if held else None, "processes_left": left})
 
     def _release_kept_locks(self) -> None:
-        """Locks kept for a group that outlived its run: try to end it again; release
-        each whose group is gone."""
+        """Locks kept for groups that outlived their run: try to end them again; release
+        each lock once its groups are gone."""
         for row in self._read("SELECT key, run_id, pgroup FROM locks WHERE pgroup IS NOT NULL"):
-            if end_group(row["pgroup"]) != []:
+            if any(end_group(g) != [] for g in row["pgroup"].split()):
                 continue
             with self._write(f"release lock {row['key']!r}") as conn:
                 gone = conn.execute("DELETE FROM locks WHERE key = ? AND run_id = ? AND "
@@ -1196,7 +1192,7 @@ class SqliteJournal(Journal):
                 if gone.rowcount:
                     self._append_event(conn, "lock.released", "selfdrive", row["run_id"],
                                        {"key": row["key"], "pgroup": row["pgroup"],
-                                        "why": "the process group that kept it is gone"})
+                                        "why": "the processes that kept it are gone"})
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):

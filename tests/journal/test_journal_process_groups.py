@@ -161,9 +161,9 @@ def test_a_group_recovery_may_not_kill_keeps_the_lock_until_it_is_gone(reap):
         assert journal.acquire_lock("web1", "run-next", ttl=60) is None
         released = [e for e in journal.events("run-dead") if e.kind == "lock.released"]
         assert [e.data["key"] for e in released] == ["web1"]
-        interrupted = next(e for e in journal.events("run-dead")
-                           if e.kind == "run.interrupted")
-        assert set(interrupted.data["processes_left"][group]) == set(pids)
+        [kept] = [e for e in journal.events("run-dead") if e.kind == "lock.kept"]
+        assert kept.data["key"] == "web1"
+        assert set(kept.data["processes_left"][group]) == set(pids)
     finally:
         journal.close()
 
