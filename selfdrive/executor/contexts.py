@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Mapping
@@ -153,9 +154,13 @@ class RunContext(Context):
         attempts = 2 if idempotent else 1
         for attempt in range(1, attempts + 1):
             limit = min(timeout or s.command_timeout, self._check_deadline())
-            token = self.begin(target.name, command, readonly=readonly, attempt=attempt)
-            result = target.run(command, limit)
-            status = self.finish(token, result)
+            # The target writes the intent (begin) once the command's process group exists
+            # and before anything of the command can happen.
+            tokens: list[int] = []
+            intent = functools.partial(self._intent, tokens, target.name, command,
+                                       readonly, attempt)
+            result = target.run(command, limit, intent=intent)
+            status = self.finish(tokens[0], result)
             retry = status in ("unknown", "error") and attempt < attempts
             if retry:
                 s.observer.message(f"  retrying {command} on {target.name}: the runbook "
@@ -169,12 +174,22 @@ class RunContext(Context):
             raise CommandFailedError(f"{command} failed on {target.name}: {s.redact(why)}")
         return result
 
+    def _intent(self, tokens: list[int], target: str, command: Command, readonly: bool,
+                attempt: int, pgid: int | None) -> None:
+        tokens.append(self.begin(target, command, readonly=readonly, attempt=attempt, pgid=pgid))
+
     def begin(self, target: str, command: Command, *, readonly: bool,
-              attempt: int | None = None) -> int:
-        """The intent row, written (fenced) before the command leaves."""
+              attempt: int | None = None, pgid: int | None = None) -> int:
+        """The intent row, written (fenced) before the command leaves; for a local
+        command, it names the process group the command runs in, for crash recovery."""
         s = self._scope
+        fields: dict[str, Any] = {}
+        if pgid is not None:
+            from selfdrive.journal.store import process_identity
+
+            fields["pgroup"] = process_identity(pgid)
         token = s.sink.begin(s.phase, "command", target=target, command=str(command),
-                             readonly=readonly, planned=False, attempt=attempt)
+                             readonly=readonly, planned=False, attempt=attempt, **fields)
         s.observer.step(StepEvent(s.phase, "command", "started", str(command), target))
         return token
 

@@ -166,6 +166,9 @@ def render_command(template: str | Command, variables: Mapping[str, Any]) -> Com
     if raw is None:
         raise TemplateError(f"template {template!r} failed to render with the secret values "
                             f"(details withheld so that no secret leaks)")
+    if "\0" in raw:  # a shell reads its command up to the first NUL: it would run a prefix
+        raise TemplateError(f"template {template!r} rendered a NUL character, which no shell "
+                            f"command can hold")
     return Command(masked=masked, raw=raw)
 
 

@@ -38,6 +38,7 @@ from selfdrive.sdk.context import (
 )
 from selfdrive.sdk.errors import ReadOnlyViolationError
 from selfdrive.sdk.vocabulary import Mode
+from selfdrive.targets.base import Intent
 
 if TYPE_CHECKING:
     from selfdrive.config.model import TeamConfig
@@ -157,7 +158,10 @@ class FakeTarget:
         self._fake = fake
         self.name = name
 
-    def run(self, command: Command, timeout: float) -> CommandResult:
+    def run(self, command: Command, timeout: float, *,
+            intent: Intent | None = None) -> CommandResult:
+        if intent is not None:
+            intent(None)
         return self._fake._answer(self.name, command)
 
     def close(self) -> None:
