@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -209,6 +210,8 @@ class IdentityConfig(_Strict):
     os_user_authoritative: bool = False
 
 
+_ENV_PATTERN = re.compile(r"[A-Za-z0-9_*?\[\]!]+")
+
 #: What a shell command needs to behave as it does at a terminal, and nothing that is
 #: usually a credential. Patterns such as ``LC_*`` are allowed.
 DEFAULT_ENV_ALLOW: tuple[str, ...] = (
@@ -226,6 +229,15 @@ class ExecutorConfig(_Strict):
     #: patterns allowed); everything else, the receiver's token and ``@env`` secrets
     #: included, stays out.
     env_allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ENV_ALLOW))
+
+    @field_validator("env_allow")
+    @classmethod
+    def _allow(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not _ENV_PATTERN.fullmatch(item):
+                raise ValueError(f"{item!r} is neither an environment variable name nor a "
+                                 f"pattern of one (such as LC_*)")
+        return value
 
 
 class TeamConfig(_Strict):

@@ -28,6 +28,13 @@ class PlannedStep:
     def is_change(self) -> bool:
         return self.kind in ("command", "ansible-change") and not self.readonly
 
+    @property
+    def env_part(self) -> list[object]:
+        """The (masked) variables a change passes its command, as the plan hash covers
+        them; empty without any, so such a plan's hash is what it always was."""
+        env = self.data.get("env") if isinstance(self.data, dict) else None
+        return [env] if env else []
+
 
 @dataclass(frozen=True)
 class CheckOutcome:
@@ -43,7 +50,8 @@ class Plan:
     """What a run would change, for whom, with which code.
 
     ``hash`` covers the runbook, its code digest, the masked parameters, the targets
-    and every planned change in order; an approval binds to it.
+    and every planned change in order (with the variables it passes its command); an
+    approval binds to it.
     """
 
     runbook: str
@@ -72,7 +80,7 @@ class Plan:
             "code": self.code_digest,
             "params": self.params,
             "targets": list(self.targets),
-            "changes": [[s.phase, s.target, s.command] for s in self.changes],
+            "changes": [[s.phase, s.target, s.command, *s.env_part] for s in self.changes],
         }
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()

@@ -97,11 +97,13 @@ class RemoteHost(abc.ABC):
 
     @abc.abstractmethod
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
-            check: bool = False, idempotent: bool = False, **variables: Any) -> CommandResult:
+            check: bool = False, idempotent: bool = False,
+            env: Mapping[str, Any] | None = None, **variables: Any) -> CommandResult:
         """Run a command on the host, as :meth:`Context.run` does locally.
 
         A command whose outcome is unknown (it timed out, or the connection dropped
-        after it was sent) is retried once only when ``idempotent=True``.
+        after it was sent) is retried once only when ``idempotent=True``. ``env``
+        variables are exported in the command's own shell (no ``AcceptEnv`` needed).
         """
 
 
@@ -115,7 +117,7 @@ class HostGroup(abc.ABC):
 
     @abc.abstractmethod
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
-            **variables: Any) -> HostsResult:
+            env: Mapping[str, Any] | None = None, **variables: Any) -> HostsResult:
         """Run on every host, at most ``max_concurrency`` at once; once ``max_errors``
         hosts have failed, no new host starts."""
 
@@ -149,7 +151,8 @@ class Context(abc.ABC):
 
     @abc.abstractmethod
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
-            check: bool = False, **variables: Any) -> CommandResult:
+            check: bool = False, env: Mapping[str, Any] | None = None,
+            **variables: Any) -> CommandResult:
         """Run a local shell command rendered from the template ``cmd``.
 
         Variables come from the run's parameters and ``variables``; every value is
@@ -157,6 +160,10 @@ class Context(abc.ABC):
         only recorded during dry-run and refused in a read-only context. ``timeout``
         (seconds) is capped by what is left of the runbook's timeout. ``check=True``
         raises :class:`~selfdrive.sdk.errors.CommandFailedError` on failure.
+
+        The command's environment is the team's allow-list (``[executor] env_allow``)
+        plus ``env``, for this command alone: ``{"NAME": value}``, where a ``SecretStr``
+        value reaches the command and is masked everywhere it is recorded or shown.
         """
 
     @abc.abstractmethod

@@ -14,9 +14,11 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import IO
 
+from selfdrive.config.model import DEFAULT_ENV_ALLOW
 from selfdrive.sdk.command import Command
 from selfdrive.sdk.context import CommandResult
 from selfdrive.targets.base import NOT_STARTED, Intent
+from selfdrive.targets.environ import child_environ
 from selfdrive.targets.shell import READER, ScriptError, payload
 
 KILL_GRACE = 2.0
@@ -40,7 +42,9 @@ class LocalTarget:
     kills all of it, and so does the runner's death.
 
     The command's text reaches bash on stdin (:mod:`selfdrive.targets.shell`), never in
-    argv. A guard process (one per target, started with the first command, in a session of
+    argv. Its environment is ``env``; without one, the variables of this process that
+    ``DEFAULT_ENV_ALLOW`` names, so a command never inherits the runner's credentials.
+    A guard process (one per target, started with the first command, in a session of
     its own) ends every command still running when the runner dies, even by
     ``kill -9``; telling it costs two pipe writes per command, not a process.
 
@@ -53,9 +57,8 @@ class LocalTarget:
 
     def __init__(self, cwd: str | None = None, env: Mapping[str, str] | None = None) -> None:
         self.cwd = cwd
-        self.env = dict(env) if env is not None else None
-        self.shell = (shutil.which("bash", path=(self.env or os.environ).get("PATH"))
-                      or shutil.which("bash"))
+        self.env = dict(env) if env is not None else child_environ(DEFAULT_ENV_ALLOW)
+        self.shell = shutil.which("bash", path=self.env.get("PATH")) or shutil.which("bash")
         self._guard = _Guard(self.shell or "bash", self.env)
 
     def run(self, command: Command, timeout: float, *,
@@ -120,7 +123,7 @@ class LocalTarget:
 class _Guard:
     """The guard process of one :class:`LocalTarget` (see :data:`_GUARD`)."""
 
-    def __init__(self, shell: str, env: Mapping[str, str] | None) -> None:
+    def __init__(self, shell: str, env: Mapping[str, str]) -> None:
         self._shell = shell
         self._env = env
         self._proc: subprocess.Popen[bytes] | None = None

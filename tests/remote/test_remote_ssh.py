@@ -16,7 +16,7 @@ import pytest
 from process_support import ProcSampler
 from remote_support import Sshd, cmd, remote_processes, wait_until
 
-from selfdrive.sdk.command import render_command
+from selfdrive.sdk.command import Command, render_command
 from selfdrive.targets.inventory import HostSpec
 from selfdrive.targets.ssh import (
     NOT_STARTED,
@@ -355,6 +355,16 @@ def test_the_command_text_never_shows_in_a_process_list_on_the_host(
     assert r.ok and r.stdout == "same\n", r
     assert sampler.rounds >= 10
     assert sampler.hits == []
+
+
+def test_variables_for_one_command_are_exported_on_the_host(
+        sshd: Sshd, targets: list[SshTarget]) -> None:
+    t = sshd.target(10)
+    targets.append(t)
+    command = Command(masked="…", raw='printf "%s|%s|" "$K" "$Q"; env | grep -c "^K="',
+                      env=(("K", "a b'c\nd"), ("Q", "$(id)")))
+    r = t.run(command, timeout=10)
+    assert (r.exit_code, r.stdout) == (0, "a b'c\nd|$(id)|1\n")
 
 
 RUNNER = """

@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from process_support import ProcSampler, gone_soon, pid_alive
@@ -204,6 +206,32 @@ def test_a_nul_in_the_command_is_refused_and_nothing_runs(target, tmp_path):
     assert result.error is not None and result.error.startswith("not started: ")
     assert "NUL" in result.error
     assert not marker.exists()
+
+
+def test_the_default_environment_is_the_allow_list_not_the_runners(monkeypatch):
+    monkeypatch.setenv("SELFDRIVE_RECEIVER_TOKEN", "receiver-secret")
+    monkeypatch.setenv("LC_TIME", "C")
+    result = LocalTarget().run(cmd("env"), timeout=10)
+    assert "receiver-secret" not in result.stdout
+    assert "LC_TIME=C\n" in result.stdout and "PATH=" in result.stdout
+
+
+def test_variables_for_one_command_reach_it_but_not_its_shells_environ(tmp_path):
+    target = LocalTarget(env={"PATH": os.environ["PATH"]})
+    pid_file = tmp_path / "pid"
+    command = Command(masked="…", raw=f'echo $$ > {pid_file}; sleep 0.3; echo "$K|$Q"',
+                      env=(("K", "a b'c"), ("Q", "$HOME")), masked_env=(("K", "x"),))
+    box: dict[str, object] = {}
+    runner = threading.Thread(target=lambda: box.update(r=target.run(command, timeout=10)))
+    runner.start()
+    deadline = time.monotonic() + 5
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    environ = Path(f"/proc/{pid_file.read_text().strip()}/environ").read_bytes()
+    runner.join(10)
+    assert box["r"].stdout == "a b'c|$HOME\n"  # type: ignore[attr-defined]
+    assert b"K=" not in environ, "exported in the script, never in the shell's own environ"
 
 
 def test_the_intent_comes_first_with_the_process_group(target, tmp_path):
