@@ -134,11 +134,26 @@ LOCKED = '''
 from selfdrive import Context, Risk, runbook
 
 
+LONG = ("echo $$ > {{ dir }}/pids; sleep 30 & echo $! >> {{ dir }}/pids; "
+        "touch {{ dir }}/started; wait; touch {{ dir }}/done")
+
+
 @runbook(risk=Risk.LOW, lock="shared")
 def hold(ctx: Context, dir: str) -> None:
     """Holds the lock through a long step (its shell and a child, both noted)."""
-    ctx.run("echo $$ > {{ dir }}/pids; sleep 30 & echo $! >> {{ dir }}/pids; "
-            "touch {{ dir }}/started; wait; touch {{ dir }}/done", check=False)
+    ctx.run(LONG, check=False)
+
+
+@runbook(risk=Risk.LOW, lock="shared")
+def undo_slowly(ctx: Context, dir: str) -> None:
+    """Fails, then holds the lock through a long step of its rollback."""
+    if not ctx.dry_run:
+        raise RuntimeError("the change failed")
+
+
+@undo_slowly.rollback
+def slow_undo(ctx: Context, dir: str) -> None:
+    ctx.run(LONG, check=False)
 
 
 @runbook(risk=Risk.LOW, lock="shared")
@@ -152,18 +167,21 @@ def probe(ctx: Context, dir: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize(("runbook", "trials"), [("hold", 10), ("undo-slowly", 3)],
+                         ids=["body", "rollback"])
 def test_a_killed_runners_command_never_overlaps_the_next_run_of_its_lock(
-        l4: Project, tmp_path: Path) -> None:
-    """kill -9 of `selfdrive run` during its locked step, ten times: the next run of the
-    same lock starts only once the old command is gone (never alongside it)."""
+        l4: Project, tmp_path: Path, runbook: str, trials: int) -> None:
+    """kill -9 of `selfdrive run` during its locked step (of the body, or of the
+    rollback), repeatedly: the next run of the same lock starts only once the old
+    command is gone (never alongside it)."""
     l4.config(team_config("L4", "[guardrails]\nrate_limit_per_runbook = 50\n"
                                 "rate_limit_total = 100\n"))
     l4.runbook("locked.py", LOCKED)
     overlaps, lingering, outcomes = [], [], []
-    for trial in range(10):
+    for trial in range(trials):
         box = tmp_path / f"trial-{trial}"
         box.mkdir()
-        runner = subprocess.Popen([SELFDRIVE, "run", "hold", "-p", f"dir={box}"],
+        runner = subprocess.Popen([SELFDRIVE, "run", runbook, "-p", f"dir={box}"],
                                   cwd=l4.root, env=clean_env(), stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   start_new_session=True)
@@ -199,5 +217,5 @@ def test_a_killed_runners_command_never_overlaps_the_next_run_of_its_lock(
     assert overlaps == [], f"the next run ran alongside the old command: {overlaps}"
     assert lingering == [], f"the old command outlived the next run: {lingering}"
     runs = {r["runbook"]: r for r in json.loads(l4.sd("history", "--json").stdout)}
-    assert runs["hold"]["status"] == "interrupted"
+    assert runs[runbook]["status"] == "interrupted"
     assert outcomes.count(0) >= 1, outcomes  # the probe did get the lock
