@@ -10,13 +10,13 @@ then the command's text, then a NUL byte. The program (:data:`READER`)
 3. evaluates the text in the shell itself: ``exit N``, ``$$``, heredocs and a bare
    ``wait`` behave as under ``bash -c``.
 
-Over SSH the reader also starts a watcher first (:data:`WATCHED_READER`): the target
-keeps the channel's stdin open until the command has ended, and sshd closes it only
-after reaping the shell, so end of file while the shell still lives means the
-connection is gone (the runner died, or the network). The watcher then sends TERM to
-the command's whole process group, and KILL two seconds later. Locally the same job
-is done for every command by one guard process per runner (see
-:mod:`selfdrive.targets.local`), which costs no fork per command.
+Over SSH the reader also starts a watcher before it runs the text
+(:data:`WATCHED_READER`): the target keeps the channel's stdin open until the command
+has ended, and sshd closes it only after reaping the shell, so end of file while the
+shell still lives means the connection is gone (the runner died, or the network).
+The watcher then sends TERM to the command's whole process group, and KILL two
+seconds later. Locally the same job is done for every command by one guard process
+per runner (see :mod:`selfdrive.targets.local`), which costs no fork per command.
 """
 
 from __future__ import annotations

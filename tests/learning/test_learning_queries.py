@@ -36,7 +36,7 @@ def test_the_learning_indexes_exist(team):
     names = {r["name"] for r in team.rows("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert names >= INDEXES
     applied = [r["name"] for r in team.rows("SELECT name FROM _sqlite_migrations")]
-    assert applied[-1] == "0005_learning_indexes"
+    assert "0005_learning_indexes" in applied  # later migrations may follow it
 
 
 def test_no_learning_query_reads_a_whole_table(team):
