@@ -6,6 +6,7 @@ import enum
 import functools
 import os
 import pwd
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -252,6 +253,7 @@ def _user_of(uid: int) -> str:
     except KeyError:  # no passwd entry (a bare container): the uid is still who it is
         return f"uid:{uid}"
 
+_ENV_PATTERN = re.compile(r"[A-Za-z0-9_*?\[\]!]+")
 
 #: What a shell command needs to behave as it does at a terminal, and nothing that is
 #: usually a credential. Patterns such as ``LC_*`` are allowed.
@@ -270,6 +272,15 @@ class ExecutorConfig(_Strict):
     #: patterns allowed); everything else, the receiver's token and ``@env`` secrets
     #: included, stays out.
     env_allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ENV_ALLOW))
+
+    @field_validator("env_allow")
+    @classmethod
+    def _allow(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not _ENV_PATTERN.fullmatch(item):
+                raise ValueError(f"{item!r} is neither an environment variable name nor a "
+                                 f"pattern of one (such as LC_*)")
+        return value
 
 
 class TeamConfig(_Strict):

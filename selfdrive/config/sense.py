@@ -174,6 +174,12 @@ class ReceiverConfig(_Strict):
         return self
 
     @property
+    def secret_envs(self) -> tuple[str, ...]:
+        """The environment variables that hold the receiver's credentials."""
+        names = (self.token_env, self.basic_password_env, self.pagerduty.secret_env)
+        return tuple(n for n in names if n)
+
+    @property
     def auth_configured(self) -> bool:
         """Whether requests must prove who they are (bearer token or basic auth)."""
         return self.token_env is not None or self.basic_user is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Mapping
@@ -12,7 +13,7 @@ from selfdrive.executor.observe import Observer, StepEvent
 from selfdrive.executor.pool import TargetPool
 from selfdrive.executor.redact import Redactor, bound
 from selfdrive.executor.sinks import StepSink
-from selfdrive.sdk.command import Command, render_command
+from selfdrive.sdk.command import Command, render_command, with_env
 from selfdrive.sdk.context import (
     AnsibleResult,
     CommandResult,
@@ -96,8 +97,9 @@ class RunContext(Context):
         return left
 
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
-            check: bool = True, **variables: Any) -> CommandResult:
-        command = self._render(cmd, variables, readonly=readonly)
+            check: bool = True, env: Mapping[str, Any] | None = None,
+            **variables: Any) -> CommandResult:
+        command = self._render(cmd, variables, readonly=readonly, env=env)
         return self._command(self._scope.pool.local, command, readonly=readonly,
                              timeout=timeout, check=check, idempotent=False)
 
@@ -126,13 +128,16 @@ class RunContext(Context):
     # -- shared by every kind of command -------------------------------------------
 
     def _render(self, cmd: str | Command, variables: Mapping[str, Any], *,
-                readonly: bool) -> Command:
+                readonly: bool, env: Mapping[str, Any] | None = None) -> Command:
         s = self._scope
         self._check_deadline()
         s.redact.learn(variables.values())
         # Every secret the run knows is masked, not only SecretStr values: a runbook may
         # pass one unwrapped (token.get_secret_value()).
-        command = render_command(cmd, {**s.params, **variables}, secrets=s.redact.secrets)
+        if env:
+            s.redact.learn(env.values())
+        command = with_env(render_command(cmd, {**s.params, **variables},
+                                          secrets=s.redact.secrets), env)
         if not readonly and s.readonly:
             raise ReadOnlyViolationError(
                 f"{s.phase} {s.hook or ''} tried a mutating command: {command}; a {s.phase} "
@@ -144,7 +149,7 @@ class RunContext(Context):
         """Dry-run: record the change with its rendered command and target; run nothing."""
         s = self._scope
         token = s.sink.begin(s.phase, "command", target=target, command=str(command),
-                             readonly=False, planned=True)
+                             readonly=False, planned=True, **self._env_fields(command))
         s.sink.finish(token, "planned")
         s.observer.step(StepEvent(s.phase, "command", "planned", str(command), target))
         return CommandResult(command=command, target=target, exit_code=None, planned=True)
@@ -157,9 +162,13 @@ class RunContext(Context):
         attempts = 2 if idempotent else 1
         for attempt in range(1, attempts + 1):
             limit = min(timeout or s.command_timeout, self._check_deadline())
-            token = self.begin(target.name, command, readonly=readonly, attempt=attempt)
-            result = target.run(command, limit)
-            status = self.finish(token, result)
+            # The target writes the intent (begin) once the command's process group exists
+            # and before anything of the command can happen.
+            tokens: list[int] = []
+            intent = functools.partial(self._intent, tokens, target.name, command,
+                                       readonly, attempt)
+            result = target.run(command, limit, intent=intent)
+            status = self.finish(tokens[0], result)
             retry = status in ("unknown", "error") and attempt < attempts
             if retry:
                 s.observer.message(f"  retrying {command} on {target.name}: the runbook "
@@ -173,14 +182,30 @@ class RunContext(Context):
                                      f"{s.redact(failure_reason(result))}")
         return result
 
+    def _intent(self, tokens: list[int], target: str, command: Command, readonly: bool,
+                attempt: int, pgid: int | None) -> None:
+        tokens.append(self.begin(target, command, readonly=readonly, attempt=attempt, pgid=pgid))
+
     def begin(self, target: str, command: Command, *, readonly: bool,
-              attempt: int | None = None) -> int:
-        """The intent row, written (fenced) before the command leaves."""
+              attempt: int | None = None, pgid: int | None = None) -> int:
+        """The intent row, written (fenced) before the command leaves; for a local
+        command, it names the process group the command runs in, for crash recovery."""
         s = self._scope
+        fields = self._env_fields(command)
+        if pgid is not None:
+            from selfdrive.journal.store import process_identity
+
+            fields["pgroup"] = process_identity(pgid)
         token = s.sink.begin(s.phase, "command", target=target, command=str(command),
-                             readonly=readonly, planned=False, attempt=attempt)
+                             readonly=readonly, planned=False, attempt=attempt, **fields)
         s.observer.step(StepEvent(s.phase, "command", "started", str(command), target))
         return token
+
+    def _env_fields(self, command: Command) -> dict[str, Any]:
+        """The step's record of the variables a command gets (masked, then redacted)."""
+        if not command.masked_env:
+            return {}
+        return {"data": {"env": self._scope.redact.deep(dict(command.masked_env))}}
 
     def finish(self, token: int, result: CommandResult) -> str:
         """The result row: output redacted and bounded; returns the step's status."""
@@ -243,9 +268,10 @@ class _Remote(RemoteHost):
         return self._spec.name
 
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
-            check: bool = True, idempotent: bool = False, **variables: Any) -> CommandResult:
+            check: bool = True, idempotent: bool = False,
+            env: Mapping[str, Any] | None = None, **variables: Any) -> CommandResult:
         ctx = self._ctx
-        command = ctx._render(cmd, variables, readonly=readonly)
+        command = ctx._render(cmd, variables, readonly=readonly, env=env)
         if not readonly and ctx.mode is Mode.DRY_RUN:
             return ctx._planned(self._spec.name, command)
         target = ctx._scope.pool.ssh(self._spec)
@@ -267,11 +293,12 @@ class _Group(HostGroup):
         return tuple(spec.name for spec in self._specs)
 
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
-            check: bool = True, **variables: Any) -> HostsResult:
+            check: bool = True, env: Mapping[str, Any] | None = None,
+            **variables: Any) -> HostsResult:
         from selfdrive.targets.fanout import fan_out
 
         ctx, s = self._ctx, self._ctx._scope
-        command = ctx._render(cmd, variables, readonly=readonly)
+        command = ctx._render(cmd, variables, readonly=readonly, env=env)
         if not self._specs:
             ctx.log(f"warning: {self._asked!r} matched no host; nothing ran")
             return HostsResult(results={})

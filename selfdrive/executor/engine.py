@@ -117,7 +117,8 @@ class Executor:
         self.observer = shielded(observer or SilentObserver())
         self.clock = clock
         self.target = target or LocalTarget(
-            cwd=str(config.root), env=child_environ(config.executor.env_allow))
+            cwd=str(config.root), env=child_environ(config.executor.env_allow,
+                                                    deny=config.receiver.secret_envs))
 
     # -- deciding ----------------------------------------------------------------
 

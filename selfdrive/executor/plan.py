@@ -37,8 +37,11 @@ class PlannedStep:
     def binding(self) -> list[Any]:
         """What an approval of this change binds: where, what runs, and, for a change
         that writes content (an Ansible task's diff), a digest of all of it."""
-        digest = self.data.get("diff_sha256") if isinstance(self.data, dict) else None
-        return [self.phase, self.target, self.command, *([digest] if digest else [])]
+        data = self.data if isinstance(self.data, dict) else {}
+        digest, env = data.get("diff_sha256"), data.get("env")
+        # Each part only when present, so a plan without it hashes as it always did.
+        return [self.phase, self.target, self.command, *([env] if env else []),
+                *([digest] if digest else [])]
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,8 @@ class Plan:
     """What a run would change, for whom, with which code.
 
     ``hash`` covers the runbook, its code digest, the masked parameters, the targets
-    and every planned change in order (with what it would write, see
-    :attr:`PlannedStep.binding`); an approval binds to it.
+    and every planned change in order (with the variables it passes its command and
+    what it would write, see :attr:`PlannedStep.binding`); an approval binds to it.
     """
 
     runbook: str

@@ -128,3 +128,13 @@ def m0006(db: Any) -> None:
     # The latest resolution of a fingerprint: a firing that began before it is a replay.
     db.execute("CREATE INDEX idx_alerts_resolved ON alerts (fingerprint, source, id) "
                "WHERE status = 'resolved'")
+
+
+@migrations(name="0007_process_groups")
+def m0007(db: Any) -> None:
+    # The process group a local command runs in (``host:pgid:start`` of its leader),
+    # written with the command's intent: recovery ends what is left of it before it
+    # releases the run's lock.
+    db["steps"].add_column("pgroup", str)
+    # Set on a lock kept because such a group outlived its run: held until it is gone.
+    db["locks"].add_column("pgroup", str)

@@ -84,6 +84,8 @@ class StepRecord:
     finished_at: str | None
     duration: float | None
     plan_hash: str | None = None
+    #: For a local command: its process group (``host:pgid:start`` of the leader).
+    pgroup: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> StepRecord:
@@ -96,6 +98,7 @@ class StepRecord:
             data=json.loads(row["data"]) if row["data"] else None,
             started_at=row["started_at"], finished_at=row["finished_at"],
             duration=row["duration"], plan_hash=row.get("plan_hash"),
+            pgroup=row.get("pgroup"),
         )
 
     def as_json(self) -> dict[str, Any]:

@@ -14,9 +14,11 @@ import fcntl
 import hashlib
 import json
 import os
+import signal
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -107,11 +109,21 @@ def process_identity(pid: int | None = None) -> str:
 
 
 def _start_ticks(pid: int) -> str:
+    fields = _stat(pid)
+    return "?" if fields is None else fields[_START]
+
+
+#: In the fields of ``/proc/PID/stat`` after the command name: state, parent, process
+#: group, and the start time (field 22, in clock ticks since boot).
+_STATE, _PGRP, _START = 0, 2, 19
+
+
+def _stat(pid: int | str) -> list[str] | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return "?"
-    return stat.rsplit(")", 1)[1].split()[19]
+        return None
+    return stat.rsplit(")", 1)[1].split()
 
 
 def owner_alive(owner: str) -> bool | None:
@@ -128,6 +140,57 @@ def owner_alive(owner: str) -> bool | None:
     except PermissionError:
         pass
     return start in ("?", _start_ticks(pid))
+
+
+def group_members(group: str) -> list[int] | None:
+    """The live processes of the process group that ``group`` names (``host:pgid:start``,
+    its leader's :func:`process_identity`); None when it lives on another host.
+
+    Only processes of that group that started no earlier than its leader count, and a
+    group whose leader's pid now belongs to a later process is gone: Linux reuses no pid
+    while a group of that id has a member, so this never names a stranger.
+    """
+    host, _, rest = group.partition(":")
+    pgid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pgid.isdigit():
+        return None
+    if not start.isdigit():
+        return []  # its leader was gone before it could read a command
+    leader = _stat(pgid)
+    if leader is not None and leader[_START] != start:
+        return []
+    members = []
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            fields = _stat(entry.name)
+            if (fields is not None and fields[_PGRP] == pgid and fields[_STATE] != "Z"
+                    and int(fields[_START]) >= int(start)):
+                members.append(int(entry.name))
+    return members
+
+
+def end_group(group: str, *, wait: float = 1.0) -> list[int] | None:
+    """SIGKILL every member of ``group`` (see :func:`group_members`). Returns the pids left
+    after at most ``wait`` seconds (processes this user may not signal, or stuck in the
+    kernel), or None for a group on another host, which cannot be reached from here."""
+    deadline = time.monotonic() + wait
+    denied: set[int] = set()
+    while True:
+        members = group_members(group)
+        if members is None:
+            return None
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                denied.add(pid)
+        if not members or set(members) <= denied or time.monotonic() >= deadline:
+            return members
+        time.sleep(0.005)
 
 
 def canonical(data: Any) -> str:
@@ -685,10 +748,12 @@ class SqliteJournal(Journal):
             return int(cur.lastrowid or 0)
 
     def finish_step(self, step_id: int, *, status: str, **fields: Any) -> None:
+        """Write a step's result; a step that an interruption already settled stays so."""
         values = self._encode({"status": status, "finished_at": utcnow(), **fields})
         sets = ", ".join(f"{k} = ?" for k in values)
         with self._write("record a step's result") as conn:
-            conn.execute(f"UPDATE steps SET {sets} WHERE id = ?", [*values.values(), step_id])
+            conn.execute(f"UPDATE steps SET {sets} WHERE id = ? AND status = 'started'",
+                         [*values.values(), step_id])
 
     def steps(self, run_id: str) -> list[StepRecord]:
         rows = self._read("SELECT * FROM steps WHERE run_id = ? ORDER BY seq", (run_id,))
@@ -900,25 +965,39 @@ class SqliteJournal(Journal):
     def acquire_lock(self, key: str, run_id: str, *, ttl: float) -> str | None:
         """Take the lease on ``key`` for ``run_id``; return the holder's run id if taken.
 
-        A lease whose run has ended, whose owner died or whose expiry passed is free.
+        A lease whose run has ended, whose owner died or whose expiry passed is free,
+        unless a command of its run is still running (see :meth:`_lease_held`).
         """
         now = datetime.now(UTC)
         with self._write(f"take lock {key!r}") as conn:
-            row = conn.execute("SELECT l.run_id, l.owner, l.expires_at, r.status FROM locks l "
-                               "LEFT JOIN runs r ON r.id = l.run_id WHERE l.key = ?",
-                               (key,)).fetchone()
+            row = conn.execute("SELECT l.run_id, l.owner, l.expires_at, l.pgroup, r.status "
+                               "FROM locks l LEFT JOIN runs r ON r.id = l.run_id "
+                               "WHERE l.key = ?", (key,)).fetchone()
             # The same run held by another live process counts as held too (two resumes).
-            if row is not None and (row["run_id"] != run_id or row["owner"] != self.owner):
-                live = (row["status"] is not None and not RunState(row["status"]).final
-                        and datetime.fromisoformat(row["expires_at"]) > now
-                        and owner_alive(row["owner"]) is not False)
-                if live:
-                    return str(row["run_id"])
+            if row is not None and (row["run_id"] != run_id or row["owner"] != self.owner) \
+                    and self._lease_held(conn, row, now):
+                return str(row["run_id"])
             expires = datetime.fromtimestamp(now.timestamp() + ttl, UTC)
             conn.execute("INSERT OR REPLACE INTO locks (key, run_id, owner, acquired_at, "
                          "expires_at) VALUES (?, ?, ?, ?, ?)",
                          (key, run_id, self.owner, now.isoformat(), expires.isoformat()))
         return None
+
+    @staticmethod
+    def _lease_held(conn: sqlite3.Connection, row: sqlite3.Row, now: datetime) -> bool:
+        """Whether a lease holds: its run goes on in a live process (within its expiry),
+        or a command of its run outlived the run's process. Such a command holds the
+        lease, whatever its expiry, until it is gone: recovery ends it (or, failing
+        that, names its group on the lease)."""
+        if row["pgroup"]:
+            return any(group_members(g) != [] for g in row["pgroup"].split())
+        if row["status"] is None or RunState(row["status"]).final:
+            return False
+        if owner_alive(row["owner"]) is not False:
+            return datetime.fromisoformat(row["expires_at"]) > now
+        groups = conn.execute("SELECT DISTINCT pgroup FROM steps WHERE run_id = ? AND "
+                              "status = 'started' AND pgroup IS NOT NULL", (row["run_id"],))
+        return any(group_members(g[0]) != [] for g in groups)
 
     def release_lock(self, key: str, run_id: str) -> None:
         with self._write(f"release lock {key!r}") as conn:
@@ -1263,8 +1342,10 @@ class SqliteJournal(Journal):
     def interrupt_run(self, run_id: str, *, actor: str, reason: str) -> RunRecord:
         """Mark this process's own unfinished run ``interrupted`` (a stop was forced).
 
-        Like crash recovery, but for a run that is still ours: its in-flight step's
-        outcome becomes ``unknown`` and its lock is released; nothing is re-run.
+        Like crash recovery, but for a run that is still ours: marked first (the run's
+        own thread can record nothing more), then its command in flight is killed; its
+        step's outcome becomes ``unknown``; nothing is re-run; its lock goes once
+        nothing of that command is left.
         """
         with self._write(f"mark run {run_id} interrupted") as conn:
             row = conn.execute("SELECT status, owner FROM runs WHERE id = ?",
@@ -1274,21 +1355,13 @@ class SqliteJournal(Journal):
             current = RunState(row["status"])
             if not current.can_become(RunState.INTERRUPTED) or row["owner"] != self.owner:
                 return self._run_in(conn, run_id)
-            now = utcnow()
-            unknown = conn.execute(
-                "UPDATE steps SET status = 'unknown', finished_at = ?, error = ? "
-                "WHERE run_id = ? AND status = 'started'",
-                (now, f"stopped during this step ({reason}); its outcome is unknown",
-                 run_id)).rowcount
-            conn.execute("UPDATE runs SET status = 'interrupted', finished_at = ?, "
-                         "updated_at = ?, error = ? WHERE id = ?",
-                         (now, now, f"{reason} while the run was {current.value}; not re-run",
-                          run_id))
-            conn.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
-            self._append_event(conn, "run.interrupted", actor, run_id,
-                               {"from": current.value, "reason": reason,
-                                "steps_outcome_unknown": unknown})
-            return self._run_in(conn, run_id)
+            groups = self._mark_interrupted(
+                conn, run_id, actor=actor,
+                step_error=f"stopped during this step ({reason}); its outcome is unknown",
+                error=f"{reason} while the run was {current.value}; not re-run",
+                data={"from": current.value, "reason": reason})
+        self._end_commands(run_id, groups)
+        return self.get_run(run_id)
 
     @staticmethod
     def _run_in(conn: sqlite3.Connection, run_id: str) -> RunRecord:
@@ -1298,7 +1371,13 @@ class SqliteJournal(Journal):
     # -- crash recovery ----------------------------------------------------------
 
     def recover(self) -> list[str]:
-        """Mark runs whose owning process died as ``interrupted``; never re-run them."""
+        """Mark runs whose owning process died as ``interrupted``; never re-run them.
+
+        Then the command each one was running is ended: its process group (recorded
+        with the step's intent) is killed, on this host, as far as this user may. A
+        run's lock is released only once nothing of that group is left; otherwise the
+        lock stays, naming the group, until a later recovery finds it gone.
+        """
         marks = ", ".join("?" for _ in OWNED_STATES)
         candidates = self._read(f"SELECT id, owner FROM runs WHERE status IN ({marks})",
                                 [s.value for s in OWNED_STATES])
@@ -1312,22 +1391,74 @@ class SqliteJournal(Journal):
                 if row is None or row["status"] not in [s.value for s in OWNED_STATES] \
                         or owner_alive(row["owner"]) is not False:
                     continue
-                now = utcnow()
-                unknown = conn.execute(
-                    "UPDATE steps SET status = 'unknown', finished_at = ?, error = ? "
-                    "WHERE run_id = ? AND status = 'started'",
-                    (now, "the process died during this step; its outcome is unknown",
-                     run_id)).rowcount
-                conn.execute("UPDATE runs SET status = 'interrupted', finished_at = ?, "
-                             "updated_at = ?, error = ? WHERE id = ?",
-                             (now, now, f"process {row['owner']} died while the run was "
-                                        f"{row['status']}; not re-run", run_id))
-                conn.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
-                self._append_event(conn, "run.interrupted", "selfdrive", run_id,
-                                   {"from": row["status"], "dead_owner": row["owner"],
-                                    "steps_outcome_unknown": unknown})
+                groups = self._mark_interrupted(
+                    conn, run_id, actor="selfdrive",
+                    step_error="the process died during this step; its outcome is unknown",
+                    error=(f"process {row['owner']} died while the run was {row['status']}; "
+                           f"not re-run"),
+                    data={"from": row["status"], "dead_owner": row["owner"]})
+            self._end_commands(run_id, groups)
             recovered.append(run_id)
+        self._release_kept_locks()
         return recovered
+
+    def _mark_interrupted(self, conn: sqlite3.Connection, run_id: str, *, actor: str,
+                          step_error: str, error: str, data: dict[str, Any]) -> list[str]:
+        """Mark the run interrupted and its steps in flight ``unknown``. Returns the process
+        groups of those steps; the run's lock now holds exactly while they live."""
+        groups = [r[0] for r in conn.execute(
+            "SELECT DISTINCT pgroup FROM steps WHERE run_id = ? AND status = 'started' "
+            "AND pgroup IS NOT NULL ORDER BY pgroup", (run_id,))]
+        now = utcnow()
+        unknown = conn.execute(
+            "UPDATE steps SET status = 'unknown', finished_at = ?, error = ? "
+            "WHERE run_id = ? AND status = 'started'", (now, step_error, run_id)).rowcount
+        conn.execute("UPDATE runs SET status = 'interrupted', finished_at = ?, updated_at = ?, "
+                     "error = ? WHERE id = ?", (now, now, error, run_id))
+        if groups:
+            conn.execute("UPDATE locks SET pgroup = ? WHERE run_id = ?",
+                         (" ".join(groups), run_id))
+        else:
+            conn.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
+        self._append_event(conn, "run.interrupted", actor, run_id,
+                           {**data, "steps_outcome_unknown": unknown})
+        return groups
+
+    def _end_commands(self, run_id: str, groups: list[str]) -> None:
+        """Kill the process groups of an interrupted run's commands, then release its
+        lock; what cannot be killed keeps the lock, and the run's error says so."""
+        if not groups:
+            return
+        left = {g: pids for g in groups if (pids := end_group(g)) != []}
+        with self._write(f"release the lock of run {run_id}") as conn:
+            held = conn.execute("SELECT key FROM locks WHERE run_id = ?", (run_id,)).fetchone()
+            if not left:
+                conn.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
+                return
+            conn.execute("UPDATE locks SET pgroup = ? WHERE run_id = ?", (" ".join(left), run_id))
+            why = "; ".join(
+                f"process group {g} outlived it ("
+                + (f"processes {', '.join(map(str, pids))} could not be stopped" if pids
+                   else "it lives on another host") + ")" for g, pids in left.items())
+            lock = f"; lock {held['key']!r} stays held until they end" if held else ""
+            conn.execute("UPDATE runs SET error = error || ? WHERE id = ?",
+                         (f"; its command's {why}{lock}", run_id))
+            self._append_event(conn, "lock.kept", "selfdrive", run_id,
+                               {"key": held["key"] if held else None, "processes_left": left})
+
+    def _release_kept_locks(self) -> None:
+        """Locks kept for groups that outlived their run: try to end them again; release
+        each lock once its groups are gone."""
+        for row in self._read("SELECT key, run_id, pgroup FROM locks WHERE pgroup IS NOT NULL"):
+            if any(end_group(g) != [] for g in row["pgroup"].split()):
+                continue
+            with self._write(f"release lock {row['key']!r}") as conn:
+                gone = conn.execute("DELETE FROM locks WHERE key = ? AND run_id = ? AND "
+                                    "pgroup = ?", (row["key"], row["run_id"], row["pgroup"]))
+                if gone.rowcount:
+                    self._append_event(conn, "lock.released", "selfdrive", row["run_id"],
+                                       {"key": row["key"], "pgroup": row["pgroup"],
+                                        "why": "the processes that kept it are gone"})
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):

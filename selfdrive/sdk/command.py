@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, SecretStr
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 MASK = "******"
 MAX_TEMPLATE_CHARS = 64 * 1024
 MAX_RENDERED_CHARS = 1024 * 1024
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class Safe(str):
@@ -65,13 +67,54 @@ Operand = Annotated[str, OPERAND_CHECK]
 
 @dataclass(frozen=True)
 class Command:
-    """A rendered command. ``str()`` gives the masked face; only targets read ``raw``."""
+    """A rendered command. ``str()`` gives the masked face; only targets read ``raw``.
+
+    ``env`` holds variables for this command's process alone, with secret values
+    revealed (only targets read it); ``masked_env`` is the same with secrets masked.
+    """
 
     masked: str
     raw: str = field(repr=False)
+    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    masked_env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def __str__(self) -> str:
         return self.masked
+
+
+def with_env(command: Command, env: Mapping[str, Any] | None) -> Command:
+    """``command`` with variables for its process: ``env={"NAME": value}``.
+
+    A value is a string, a number, or a ``SecretStr`` (revealed to the command, masked
+    everywhere else). A bad name or value is a :class:`TemplateError` naming it.
+    """
+    if env is None:
+        return command
+    where = f"command {command.masked!r}"
+    if not isinstance(env, Mapping):
+        raise TemplateError(f"{where}: env= takes a mapping of variable names to values, not "
+                            f"{type(env).__name__}")
+    raw: list[tuple[str, str]] = []
+    masked: list[tuple[str, str]] = []
+    for name, value in env.items():
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            raise TemplateError(f"{where}: env={{{name!r}: …}}: not an environment variable "
+                                f"name (letters, digits and _, not starting with a digit)")
+        if isinstance(value, SecretStr):
+            real, shown = value.get_secret_value(), MASK
+        elif isinstance(value, str):
+            real = shown = value
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            real = shown = str(value)
+        else:
+            raise TemplateError(f"{where}: env={{{name!r}: …}}: a value must be a string, a "
+                                f"number or a SecretStr, not {type(value).__name__}")
+        if "\0" in real:
+            raise TemplateError(f"{where}: env={{{name!r}: …}}: the value contains a NUL "
+                                f"character")
+        raw.append((name, real))
+        masked.append((name, shown))
+    return replace(command, env=tuple(raw), masked_env=tuple(masked))
 
 
 def _quote(value: object) -> str:
@@ -204,6 +247,9 @@ def render_command(template: str | Command, variables: Mapping[str, Any], *,
         raise TemplateError(f"template {mask_secrets(repr(template), known)} failed to render "
                             f"with the secret values (details withheld so that no secret "
                             f"leaks)")
+    if "\0" in raw:  # a shell reads its command up to the first NUL: it would run a prefix
+        raise TemplateError(f"template {mask_secrets(repr(template), known)} rendered a NUL "
+                            f"character, which no shell command can hold")
     return Command(masked=masked, raw=raw)
 
 

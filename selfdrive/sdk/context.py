@@ -102,13 +102,16 @@ class RemoteHost(abc.ABC):
 
     @abc.abstractmethod
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
-            check: bool = True, idempotent: bool = False, **variables: Any) -> CommandResult:
+            check: bool = True, idempotent: bool = False,
+            env: Mapping[str, Any] | None = None, **variables: Any) -> CommandResult:
         """Run a command on the host, as :meth:`Context.run` does locally.
 
         A command whose outcome is unknown (it timed out, or the connection dropped
         after it was sent) is retried once only when ``idempotent=True``. A command
         that failed, or never started (host key unknown, connection refused), raises
         :class:`~selfdrive.sdk.errors.CommandFailedError` unless ``check=False``.
+        ``env`` variables are exported in the command's own shell (no ``AcceptEnv``
+        needed).
         """
 
 
@@ -122,7 +125,8 @@ class HostGroup(abc.ABC):
 
     @abc.abstractmethod
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
-            check: bool = True, **variables: Any) -> HostsResult:
+            check: bool = True, env: Mapping[str, Any] | None = None,
+            **variables: Any) -> HostsResult:
         """Run on every host, at most ``max_concurrency`` at once; once ``max_errors``
         hosts have failed, no new host starts.
 
@@ -161,7 +165,8 @@ class Context(abc.ABC):
 
     @abc.abstractmethod
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
-            check: bool = True, **variables: Any) -> CommandResult:
+            check: bool = True, env: Mapping[str, Any] | None = None,
+            **variables: Any) -> CommandResult:
         """Run a local shell command rendered from the template ``cmd``.
 
         Variables come from the run's parameters and ``variables``; every value is
@@ -173,6 +178,10 @@ class Context(abc.ABC):
         it never started) raises :class:`~selfdrive.sdk.errors.CommandFailedError`, so
         a body cannot go on past it by accident; ``check=False`` returns the result
         instead, for commands whose failure is an answer (``test -f``, ``grep -q``).
+
+        The command's environment is the team's allow-list (``[executor] env_allow``)
+        plus ``env``, for this command alone: ``{"NAME": value}``, where a ``SecretStr``
+        value reaches the command and is masked everywhere it is recorded or shown.
         """
 
     @abc.abstractmethod

@@ -14,14 +14,20 @@ from collections.abc import Iterable, Mapping
 
 
 def child_environ(allow: Iterable[str], extra: Mapping[str, str] | None = None,
-                  *, source: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The allowed variables of ``source`` (default: this process), plus ``extra``."""
+                  *, source: Mapping[str, str] | None = None,
+                  deny: Iterable[str] = ()) -> dict[str, str]:
+    """The allowed variables of ``source`` (default: this process), plus ``extra``.
+
+    ``deny`` names variables no pattern lets through (selfdrive's own credentials,
+    such as the receiver's token, even under ``env_allow = ["*"]``).
+    """
     source = os.environ if source is None else source
     patterns = list(allow)
     exact = {p for p in patterns if not any(c in p for c in "*?[")}
     globs = [p for p in patterns if p not in exact]
-    env = {k: v for k, v in source.items()
-           if k in exact or any(fnmatch.fnmatchcase(k, g) for g in globs)}
+    denied = set(deny)
+    env = {k: v for k, v in source.items() if k not in denied
+           and (k in exact or any(fnmatch.fnmatchcase(k, g) for g in globs))}
     env.setdefault("PATH", os.defpath)
     if extra:
         env.update(extra)

@@ -14,13 +14,17 @@ connection, a failed authentication, a host key problem or a timeout; it returns
     process group was killed) or the connection dropped. It may have run in part or
     in full. :func:`outcome_unknown` tells the two apart for a caller.
 
-How a command runs on the wire: the rendered ``command.raw`` (never logged) is handed
-to ``bash -c`` (``sh -c`` where there is no bash) inside a small ``sh`` wrapper that
-leads its own process group (see :func:`wrap_command`) and first prints its process
-group id on stdout. The target strips that line, and on a timeout kills the
-whole group (``kill -KILL -- -PGID``) over a second channel, so a hung command
-stops for real. The command's stdin is closed; a command killed by a signal exits
-128+N as in a shell.
+How a command runs on the wire: the login shell gets a fixed string, the same for
+every command (see :func:`wrap_command`), so the process list shows nothing of it. It
+leads its own process group, prints that group's id on stdout (the target strips
+the line) and becomes ``bash`` reading the command's text from stdin
+(:mod:`selfdrive.targets.shell`): the variables the runbook passes (exported)
+and the rendered ``command.raw``, never logged. On a timeout the target kills the
+whole group (``kill -KILL -- -PGID``) over a second channel, so a hung command stops
+for real. The command's own stdin is ``/dev/null``; a command killed by a signal exits
+128+N as in a shell. The channel's stdin stays open until the command has ended: when
+the connection closes first (the runner died, the network dropped and sshd noticed),
+the command's process group is killed on the host.
 """
 
 from __future__ import annotations
@@ -41,13 +45,12 @@ from typing import TYPE_CHECKING, Any
 from selfdrive.config.remote import SshConfig
 from selfdrive.sdk.command import Command
 from selfdrive.sdk.context import CommandResult
+from selfdrive.targets.base import NOT_STARTED, OUTCOME_UNKNOWN, Intent
 from selfdrive.targets.inventory import HostSpec
+from selfdrive.targets.shell import WATCHED_READER, ScriptError, payload
 
 if TYPE_CHECKING:
     import paramiko
-
-NOT_STARTED = "not started: "
-OUTCOME_UNKNOWN = "outcome unknown: "
 
 #: The first stdout line of every wrapped command: ``@@selfdrive-pgid <pgid>``.
 PGID_MARKER = b"@@selfdrive-pgid "
@@ -59,8 +62,8 @@ _KILL_WAIT = 3.0
 _RETRY_BACKOFF = (0.2, 0.6, 1.5, 3.0)
 
 _INNER = ('printf "@@selfdrive-pgid %s\\n" "$$"; '
-          'if command -v bash >/dev/null 2>&1; then bash -c "$1"; else sh -c "$1"; fi; '
-          'exit $?')
+          'command -v bash >/dev/null 2>&1 || { echo "selfdrive: bash is not installed on '
+          'this host; commands run with bash" >&2; exit 127; }; exec bash -c "$1"')
 
 
 def outcome_unknown(result: CommandResult) -> bool:
@@ -83,21 +86,27 @@ def never_started(result: CommandResult) -> bool:
             and (result.error or "").startswith(NOT_STARTED))
 
 
-def wrap_command(raw: str) -> str:
-    """The string sent to the server's login shell for ``raw`` (POSIX sh syntax).
+def wrap_command() -> str:
+    """The string sent to the server's login shell for every command (POSIX sh syntax).
 
     The wrapper must lead its own process group so that a timeout can kill the whole
     command. OpenSSH already makes the session's shell a session leader: when
     ``/proc`` says so, the shell just ``exec``s the wrapper (no extra process);
     otherwise ``setsid -w`` makes a new session, where it exists and knows ``-w``.
+    The command itself follows on stdin (:func:`selfdrive.targets.shell.payload`).
     """
-    inner = shlex.quote(_INNER)
-    quoted = shlex.quote(raw)
-    run = f"sh -c {inner} sd {quoted}"
+    return _WRAPPED
+
+
+def _wrapped() -> str:
+    run = f"sh -c {shlex.quote(_INNER)} sd {shlex.quote(WATCHED_READER)}"
     return ("if { read -r s </proc/$$/stat; } 2>/dev/null && set -- ${s##*) } "
             f"&& [ \"$3\" = \"$$\" ]; then exec {run}; "
             f"elif setsid -w true >/dev/null 2>&1; then exec setsid -w {run}; "
             f"else exec {run}; fi")
+
+
+_WRAPPED = _wrapped()
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -373,19 +382,26 @@ class SshTarget:
 
     # -- commands ---------------------------------------------------------------------
 
-    def run(self, command: Command, timeout: float) -> CommandResult:
+    def run(self, command: Command, timeout: float, *,
+            intent: Intent | None = None) -> CommandResult:
         """Run ``command.raw`` on the host; never raises for connection or command failures.
 
         ``timeout`` counts from this call, connecting included (connecting alone is also
         bounded by ``connect_timeout``); a command is never sent once it has passed.
         """
         started = time.monotonic()
+        if intent is not None:
+            intent(None)  # before connecting: a connection failure is journaled too
 
         def failed(error: str, **extra: object) -> CommandResult:
             return CommandResult(command=command, target=self.name, exit_code=None,
                                  error=error, duration=time.monotonic() - started,
                                  **extra)  # type: ignore[arg-type]
 
+        try:
+            script = payload(command)
+        except ScriptError as exc:
+            return failed(f"{NOT_STARTED}{exc}")
         try:
             chan = self._open_channel()
         except (_ConnectError, _HostKeyError) as exc:
@@ -396,7 +412,7 @@ class SshTarget:
                           f"{self.name}")
         try:
             try:
-                chan.exec_command(wrap_command(command.raw))
+                chan.exec_command(wrap_command())
             except Exception as exc:
                 if self.connected:
                     return failed(f"{NOT_STARTED}{self.name} refused to run the command: "
@@ -404,8 +420,9 @@ class SshTarget:
                 self.close()
                 return failed(f"{OUTCOME_UNKNOWN}the connection to {self.name} dropped while "
                               f"the command was being sent")
-            with contextlib.suppress(Exception):
-                chan.shutdown_write()
+            # Stdin stays open until the channel closes: its end tells the host's watcher
+            # the runner is gone (see selfdrive.targets.shell).
+            chan.sendall(script)
             out, err, pgid, done = _pump(chan, started + timeout)
             stdout = out.decode(errors="replace")
             stderr = err.decode(errors="replace")

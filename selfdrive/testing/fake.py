@@ -36,6 +36,7 @@ from selfdrive.sdk.context import (
 )
 from selfdrive.sdk.errors import ReadOnlyViolationError, UsageError
 from selfdrive.sdk.vocabulary import Mode
+from selfdrive.targets.base import Intent
 
 if TYPE_CHECKING:
     from selfdrive.config.model import TeamConfig
@@ -123,6 +124,8 @@ class FakeCall:
     stdout: str = ""
     stderr: str = ""
     scripted: bool = True
+    #: The variables the command was given (``env=``), secret values masked.
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,10 @@ class FakeTarget:
         self._fake = fake
         self.name = name
 
-    def run(self, command: Command, timeout: float) -> CommandResult:
+    def run(self, command: Command, timeout: float, *,
+            intent: Intent | None = None) -> CommandResult:
+        if intent is not None:
+            intent(None)
         return self._fake._answer(self.name, command)
 
     def close(self) -> None:
@@ -369,7 +375,7 @@ class FakeContext(Context):
             if self.default_ok and readonly is False:
                 with self._lock:
                     self.calls.append(FakeCall(target, masked, phase, readonly, 0,
-                                               scripted=False))
+                                               scripted=False, env=dict(command.masked_env)))
                 return CommandResult(command=command, target=target, exit_code=0)
             hint = "" if readonly is False or not self.default_ok else \
                 " (default_ok answers changes only, never reads)"
@@ -385,7 +391,8 @@ class FakeContext(Context):
             raise UnscriptedCommand(message)
         with self._lock:
             self.calls.append(FakeCall(target, masked, phase, readonly, script.exit_code,
-                                       script.stdout, script.stderr))
+                                       script.stdout, script.stderr,
+                                       env=dict(command.masked_env)))
         return CommandResult(command=command, target=target, exit_code=script.exit_code,
                              stdout=script.stdout, stderr=script.stderr,
                              timed_out=script.timed_out, error=script.error)
@@ -490,9 +497,10 @@ class FakeContext(Context):
         return self._params
 
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
-            check: bool = True, **variables: Any) -> CommandResult:
+            check: bool = True, env: Mapping[str, Any] | None = None,
+            **variables: Any) -> CommandResult:
         return self._direct().run(cmd, readonly=readonly, timeout=timeout, check=check,
-                                  **variables)
+                                  env=env, **variables)
 
     def ssh(self, host: str, *, user: str | None = None, port: int | None = None) -> RemoteHost:
         return self._direct().ssh(host, user=user, port=port)

@@ -282,6 +282,20 @@ def test_wrong_types_name_their_keys(cfg_path: Path) -> None:
                     "executor.command_timeout"}
 
 
+@pytest.mark.parametrize("item", ["", "MY VAR", "A=B", "$HOME"])
+def test_a_bad_env_allow_entry_is_named(cfg_path: Path, item: str) -> None:
+    with pytest.raises(ConfigError, match=exact(
+            f"{cfg_path}: executor.env_allow: Value error, {item!r} is neither an environment "
+            f"variable name nor a pattern of one (such as LC_*)")):
+        parse_config({"team": "t", "executor": {"env_allow": ["PATH", item]}}, cfg_path)
+
+
+def test_env_allow_takes_names_and_patterns(cfg_path: Path) -> None:
+    config = parse_config({"team": "t", "executor": {"env_allow": ["PATH", "LC_*", "AWS_?"]}},
+                          cfg_path)
+    assert config.executor.env_allow == ["PATH", "LC_*", "AWS_?"]
+
+
 def test_track_record_and_thresholds(cfg_path: Path) -> None:
     config = parse_config({"team": "t", "policy": {
         "track_record": {"min_verified_successes": 1, "window": 2, "applies_from": "low"},

@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from process_support import ProcSampler
 from remote_support import Sshd, cmd, remote_processes, wait_until
 
+from selfdrive.sdk.command import Command, render_command
 from selfdrive.targets.inventory import HostSpec
 from selfdrive.targets.ssh import (
     NOT_STARTED,
@@ -321,10 +323,80 @@ def test_the_wrapper_leads_its_own_process_group(shell: str, leader: bool) -> No
     from selfdrive.targets.ssh import PGID_MARKER, wrap_command
 
     raw = "set -- $(cat /proc/$$/stat); echo \"$5\"; echo err >&2; exit 7"
-    proc = subprocess.run([shell, "-c", wrap_command(raw)], capture_output=True, text=True,
-                          start_new_session=leader, timeout=10)
-    marker, pgid = proc.stdout.splitlines()
+    proc = subprocess.Popen([shell, "-c", wrap_command()], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=leader)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(raw.encode() + b"\0")
+    proc.stdin.flush()
+    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
+    code = proc.wait(timeout=10)
+    proc.stdin.close()  # after the exit, as sshd closes it: the watcher leaves quietly
+    marker, pgid = out.splitlines()
     assert marker == f"{PGID_MARKER.decode()}{pgid}"
-    assert (proc.returncode, proc.stderr) == (7, "err\n")
+    assert (code, err) == (7, "err\n")
     if not leader:
         assert int(pgid) != os.getpgid(0)  # a new group, not the test's own
+
+
+def test_the_command_text_never_shows_in_a_process_list_on_the_host(
+        sshd: Sshd, targets: list[SshTarget]) -> None:
+    """sshd runs the login shell with the command string in its argv: that string is a
+    fixed wrapper now, and the command (with its secret) follows on stdin."""
+    from pydantic import SecretStr
+
+    t = sshd.target(9)
+    targets.append(t)
+    canary = "canary-" + os.urandom(8).hex()
+    command = render_command('sleep 0.5; test {{ s }} = "$(printf %s {{ s }})" && echo same',
+                             {"s": SecretStr(canary)})
+    with ProcSampler([canary.encode()]) as sampler:
+        r = t.run(command, timeout=20)
+    assert r.ok and r.stdout == "same\n", r
+    assert sampler.rounds >= 10
+    assert sampler.hits == []
+
+
+def test_variables_for_one_command_are_exported_on_the_host(
+        sshd: Sshd, targets: list[SshTarget]) -> None:
+    t = sshd.target(10)
+    targets.append(t)
+    command = Command(masked="…", raw='printf "%s|%s|" "$K" "$Q"; env | grep -c "^K="',
+                      env=(("K", "a b'c\nd"), ("Q", "$(id)")))
+    r = t.run(command, timeout=10)
+    assert (r.exit_code, r.stdout) == (0, "a b'c\nd|$(id)|1\n")
+
+
+RUNNER = """
+import sys
+from pathlib import Path
+from selfdrive.sdk.command import Command
+from selfdrive.targets.inventory import HostSpec
+from selfdrive.targets.ssh import SshTarget
+address, port, user, key, known = sys.argv[1:6]
+t = SshTarget(HostSpec(name="h", address=address, port=int(port), user=user, key=Path(key)),
+              known_hosts=Path(known))
+t.run(Command(masked="x", raw=sys.argv[6]), timeout=60)
+"""
+
+
+def test_a_remote_command_dies_with_its_runners_connection(sshd: Sshd) -> None:
+    """kill -9 of the runner mid-command: sshd sees the connection close, the command's
+    stdin ends while its shell still runs, and its whole process group is killed."""
+    mark = f"{37 + int.from_bytes(os.urandom(2), 'big') / 100000:.5f}"
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER, sshd.addresses[11],
+                               str(sshd.port), sshd.user, str(sshd.client_key),
+                               str(sshd.known_hosts), f"sleep {mark} & sleep {mark}; wait"])
+
+    def sleeps() -> list[str]:
+        return [r for r in remote_processes(sshd.user, f"sleep {mark}")
+                if r.split(None, 2)[2] == f"sleep {mark}"]
+
+    try:
+        assert wait_until(lambda: len(sleeps()) == 2, timeout=15), "it never started"
+        runner.kill()
+        runner.wait(5)
+        assert wait_until(lambda: not sleeps(), timeout=6), sleeps()
+    finally:
+        subprocess.run(["pkill", "-KILL", "-u", sshd.user, "-f", f"sleep {mark}"],
+                       check=False)

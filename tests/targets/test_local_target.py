@@ -5,10 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
-from process_support import gone_soon
+from process_support import ProcSampler, gone_soon, pid_alive
 from pydantic import SecretStr
 
 from selfdrive.sdk.command import Command, render_command
@@ -19,8 +23,6 @@ MB = 1024 * 1024
 
 def cmd(text: str) -> Command:
     return Command(masked=text, raw=text)
-
-
 
 
 @pytest.fixture
@@ -157,3 +159,150 @@ def test_a_background_child_holding_the_pipes_does_not_hang_the_run(target, tmp_
     finally:
         with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+# -- the command's text travels on stdin, and dies with its runner -----------------------
+
+
+def test_the_command_text_never_shows_in_any_process_list(target, tmp_path):
+    """``ps -ef`` shows argv: a secret rendered into the command must not be there."""
+    canary = "canary-" + os.urandom(8).hex()
+    command = render_command("sleep 0.4; printf %s {{ s }} > {{ f }}",
+                             {"s": SecretStr(canary), "f": str(tmp_path / "out")})
+    with ProcSampler([canary.encode()]) as sampler:
+        result = target.run(command, timeout=10)
+    assert result.ok, result
+    assert (tmp_path / "out").read_text() == canary, "the command got the secret"
+    assert sampler.rounds >= 10
+    assert sampler.hits == []
+
+
+@pytest.mark.parametrize("script", [
+    "exit 3",
+    "echo a\nexit 4\necho never",
+    "cat <<EOF\nline $((1 + 1))\nEOF\nexit 5",
+    "f() { return 6; }; f",
+])
+def test_exit_codes_and_heredocs_behave_as_under_bash_c(target, script):
+    expected = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+    result = target.run(cmd(script), timeout=10)
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        expected.returncode, expected.stdout, expected.stderr)
+
+
+def test_a_bare_wait_waits_for_the_commands_own_children_only(target):
+    started = time.monotonic()
+    result = target.run(cmd("sleep 0.2 & wait; echo waited"), timeout=10)
+    assert result.stdout == "waited\n" and result.ok
+    assert time.monotonic() - started < 3
+
+
+def test_a_nul_in_the_command_is_refused_and_nothing_runs(target, tmp_path):
+    marker = tmp_path / "ran"
+    result = target.run(Command(masked="touch …", raw=f"touch {marker}\0; rm -rf /x"),
+                        timeout=10)
+    assert result.exit_code is None and not result.ok
+    assert result.error is not None and result.error.startswith("not started: ")
+    assert "NUL" in result.error
+    assert not marker.exists()
+
+
+def test_the_default_environment_is_the_allow_list_not_the_runners(monkeypatch):
+    monkeypatch.setenv("SELFDRIVE_RECEIVER_TOKEN", "receiver-secret")
+    monkeypatch.setenv("LC_TIME", "C")
+    result = LocalTarget().run(cmd("env"), timeout=10)
+    assert "receiver-secret" not in result.stdout
+    assert "LC_TIME=C\n" in result.stdout and "PATH=" in result.stdout
+
+
+def test_variables_for_one_command_reach_it_but_not_its_shells_environ(tmp_path):
+    target = LocalTarget(env={"PATH": os.environ["PATH"]})
+    pid_file = tmp_path / "pid"
+    command = Command(masked="…", raw=f'echo $$ > {pid_file}; sleep 0.3; echo "$K|$Q"',
+                      env=(("K", "a b'c"), ("Q", "$HOME")), masked_env=(("K", "x"),))
+    box: dict[str, object] = {}
+    runner = threading.Thread(target=lambda: box.update(r=target.run(command, timeout=10)))
+    runner.start()
+    deadline = time.monotonic() + 5
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    environ = Path(f"/proc/{pid_file.read_text().strip()}/environ").read_bytes()
+    runner.join(10)
+    assert box["r"].stdout == "a b'c|$HOME\n"  # type: ignore[attr-defined]
+    assert b"K=" not in environ, "exported in the script, never in the shell's own environ"
+
+
+def test_the_intent_comes_first_with_the_process_group(target, tmp_path):
+    marker = tmp_path / "ran"
+    seen: list[tuple[int | None, bool, int]] = []
+
+    def intent(pgid: int | None) -> None:
+        assert pgid is not None
+        seen.append((pgid, marker.exists(), os.getpgid(pgid)))
+
+    result = target.run(cmd(f"touch {marker}; echo $$"), timeout=10, intent=intent)
+    assert result.ok and marker.exists()
+    [(pgid, ran_before, group)] = seen
+    assert not ran_before, "the intent is recorded before anything of the command happens"
+    assert group == pgid and result.stdout == f"{pgid}\n"
+
+
+def test_an_intent_that_fails_runs_nothing_and_leaves_no_process(target, tmp_path):
+    marker = tmp_path / "ran"
+    pids: list[int] = []
+
+    def intent(pgid: int | None) -> None:
+        assert pgid is not None
+        pids.append(pgid)
+        raise RuntimeError("the journal refused the intent")
+
+    with pytest.raises(RuntimeError, match="refused"):
+        target.run(cmd(f"touch {marker}"), timeout=10, intent=intent)
+    assert not marker.exists()
+    assert gone_soon(pids[0])
+
+
+RUNNER = """
+import sys
+from selfdrive.sdk.command import Command
+from selfdrive.targets import LocalTarget
+LocalTarget().run(Command(masked="x", raw=sys.argv[1]), timeout=60)
+"""
+
+
+@pytest.mark.parametrize("ignore_term", [False, True])
+def test_a_command_dies_with_its_runner(tmp_path, ignore_term):
+    """kill -9 of the process that runs a command: the command's whole process group
+    goes too (TERM, then KILL two seconds later), not just its shell."""
+    pids = tmp_path / "pids"
+    trap = "trap '' TERM; " if ignore_term else ""
+    script = f"{trap}echo $$ > {pids}; sleep 30 & echo $! >> {pids}; wait"
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER, script])
+    try:
+        deadline = time.monotonic() + 10
+        while len(pids.read_text().split() if pids.exists() else []) < 2:
+            assert time.monotonic() < deadline, "the command never started"
+            time.sleep(0.01)
+        shell, sleeper = map(int, pids.read_text().split())
+        runner.kill()
+        runner.wait(5)
+        assert gone_soon(sleeper, 5) and gone_soon(shell, 5), "the command outlived its runner"
+    finally:
+        for pid in map(int, pids.read_text().split() if pids.exists() else []):
+            if pid_alive(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def test_a_killed_guard_is_replaced_at_the_next_command(target, tmp_path):
+    assert target.run(cmd("true"), timeout=10).ok
+    guard = target._guard._proc
+    assert guard is not None and guard.poll() is None
+    os.killpg(guard.pid, signal.SIGKILL)
+    guard.wait(5)
+    assert target.run(cmd("echo still"), timeout=10).stdout == "still\n"
+    assert target._guard._proc is not None and target._guard._proc.pid != guard.pid
+    target.close()
+    assert target._guard._proc is None

@@ -625,3 +625,39 @@ def test_1000_hostile_requests_get_json_4xx_while_it_stays_healthy(tmp_path: Pat
         assert "Traceback" not in server.log and "internal error" not in server.log
     finally:
         server.stop()
+
+
+ENV_DUMP = '''
+@runbook(risk=Risk.READ_ONLY, triggers=[alert("WhatEnv")])
+def what_env(ctx: Context) -> None:
+    """Dumps its environment, as a careless diagnostic would."""
+    ctx.run("env | sort", readonly=True)
+'''
+
+
+@pytest.mark.parametrize("allow", [None, ["*"]], ids=["default-allow-list", "allow-all"])
+def test_an_alert_fired_runbook_never_sees_the_receivers_credentials(
+        tmp_path: Path, allow: list[str] | None) -> None:
+    """Its commands get the team's allow-list, and never the receiver's own secrets, not
+    even when the team allows every variable."""
+    extra = AUTH + ("" if allow is None else f"\n[executor]\nenv_allow = {json.dumps(allow)}\n")
+    project = Project(tmp_path / "proj", extra=extra)
+    project.runbook(ENV_DUMP)
+    server = Server(project, env=clean_env(SELFDRIVE_RECEIVER_TOKEN=TOKEN,
+                                           SELFDRIVE_RECEIVER_PASSWORD=PASSWORD,
+                                           SELFDRIVE_PAGERDUTY_SECRET=PD_SECRET,
+                                           LC_TIME="C"))
+    try:
+        status, answer = request(f"{server.base}/alerts/alertmanager", alertmanager("WhatEnv"),
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+        assert status == 202, answer
+        server.wait_idle()
+    finally:
+        assert server.stop() == 0, server.log
+    [step] = project.rows("SELECT s.stdout FROM steps s JOIN runs r ON r.id = s.run_id WHERE "
+                          "r.runbook = 'what-env' AND s.phase = 'body' AND s.kind = 'command'")
+    shown = step["stdout"]
+    assert "PATH=" in shown and "LC_TIME=C" in shown
+    for secret in (TOKEN, PASSWORD, PD_SECRET):
+        assert secret not in shown
+    assert ("SELFDRIVE_USER=alice" in shown) is (allow is not None)

@@ -55,6 +55,23 @@ def hang(ctx: Context, n: int) -> None:
 def quick(ctx: Context, n: int) -> None:
     """One cheap step."""
     ctx.run("true")
+
+
+@runbook(risk=Risk.LOW, lock="shared",
+         triggers=[alert("Held", params={"dir": "{{ labels.dir }}"})])
+def held(ctx: Context, dir: str) -> None:
+    """Holds the lock through a long step (its shell and a child, both noted)."""
+    ctx.run("echo $$ > {{ dir }}/pids; sleep 30 & echo $! >> {{ dir }}/pids; "
+            "touch {{ dir }}/started; wait", check=False)
+
+
+@runbook(risk=Risk.LOW, lock="shared",
+         triggers=[alert("Peek", params={"dir": "{{ labels.dir }}"})])
+def peek(ctx: Context, dir: str) -> None:
+    """Notes which of held's processes are alive while it holds the lock itself."""
+    ctx.run('for p in $(cat {{ dir }}/pids); do s=$(cat /proc/$p/stat 2>/dev/null) || '
+            'continue; case "${s##*) }" in Z*) ;; *) echo "$p";; esac; done > {{ dir }}/seen',
+            check=False)
 '''
 
 
@@ -212,6 +229,49 @@ def test_a_killed_worker_is_replaced_and_its_run_marked_interrupted(project: Pro
         if sleeper:
             with contextlib.suppress(OSError):
                 os.killpg(sleeper, signal.SIGKILL)
+
+
+def test_a_killed_workers_command_never_overlaps_the_next_run_of_its_lock(
+        project: Project, tmp_path: Path) -> None:
+    """kill -9 of the worker during a locked step: the next run of that lock (on the
+    other worker, or on the replacement) never runs alongside the old command."""
+    server = Server(project)
+    pids: list[int] = []
+    try:
+        box = tmp_path / "box"
+        box.mkdir()
+        status, _ = request(f"{server.base}/alerts/alertmanager",
+                            alertmanager("Held", {"dir": str(box)}))
+        assert status == 202
+        deadline = time.monotonic() + 20
+        while not (box / "started").exists():
+            assert time.monotonic() < deadline, server.log
+            time.sleep(0.02)
+        pids = [int(p) for p in (box / "pids").read_text().split()]
+        [run] = project.rows("SELECT id, owner FROM runs WHERE runbook = 'held'")
+        os.kill(_pid(run["owner"]), signal.SIGKILL)
+        status, _ = request(f"{server.base}/alerts/alertmanager",
+                            alertmanager("Peek", {"dir": str(box)}))
+        assert status == 202
+        server.wait_idle()
+        deadline = time.monotonic() + 20
+        while not project.rows("SELECT status FROM runs WHERE runbook = 'peek' AND status "
+                               "IN ('succeeded', 'skipped')"):
+            assert time.monotonic() < deadline, server.log
+            time.sleep(0.05)
+        [peek] = project.rows("SELECT status, error FROM runs WHERE runbook = 'peek'")
+        if peek["status"] == "succeeded":
+            assert (box / "seen").read_text().split() == [], "it ran beside the old command"
+        else:
+            assert "lock 'shared' is held" in peek["error"]
+        assert all(gone_soon(p, 5) for p in pids), "the old command outlived its worker"
+        [after] = project.rows("SELECT status FROM runs WHERE id = ?", (run["id"],))
+        assert after["status"] == "interrupted"
+    finally:
+        assert server.stop() == 0, server.log
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_workers_leave_when_their_receiver_is_killed(project: Project) -> None:
