@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from selfdrive.executor.clocks import REAL_CLOCK, RunClock
 from selfdrive.executor.observe import Observer, StepEvent
 from selfdrive.executor.pool import TargetPool
 from selfdrive.executor.redact import Redactor, bound
@@ -52,6 +52,8 @@ class Scope:
     phase: str = "body"
     readonly: bool = False
     hook: str | None = None
+    #: What ``deadline`` is counted on (the testing kit's skips the time it simulates).
+    clock: RunClock = REAL_CLOCK
 
 
 class RunContext(Context):
@@ -88,7 +90,7 @@ class RunContext(Context):
         return self._scope.phase
 
     def remaining(self) -> float:
-        return self._scope.deadline - time.monotonic()
+        return self._scope.deadline - self._scope.clock.now()
 
     def _check_deadline(self) -> float:
         left = self.remaining()

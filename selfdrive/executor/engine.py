@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import secrets
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,9 +19,10 @@ from typing import Any
 
 from selfdrive.config.model import TeamConfig, current_os_user
 from selfdrive.executor.boundary import classify
+from selfdrive.executor.clocks import REAL_CLOCK, RunClock
 from selfdrive.executor.contexts import RunContext, Scope
 from selfdrive.executor.endings import exit_code
-from selfdrive.executor.loop import JournalRecorder, RealClock, RunLoop, call_check, traceback_data
+from selfdrive.executor.loop import JournalRecorder, RunLoop, call_check, traceback_data
 from selfdrive.executor.observe import Observer, SilentObserver, StepEvent, shielded
 from selfdrive.executor.plan import CheckOutcome, Plan, PlannedStep
 from selfdrive.executor.pool import TargetPool
@@ -112,11 +112,15 @@ class Executor:
                  observer: Observer | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  target: Target | None = None, notifier: Notifier | None = None,
-                 contexts: ContextFactory = RunContext) -> None:
+                 contexts: ContextFactory = RunContext,
+                 run_clock: RunClock = REAL_CLOCK) -> None:
         """``target`` runs local commands; ``contexts`` builds each run's context from its
-        scope (the testing kit's answers ``ctx.ansible`` from its fakes)."""
+        scope (the testing kit's answers ``ctx.ansible`` from its fakes); ``run_clock``
+        counts runs' deadlines and waits between verification attempts (``clock`` is
+        the wall clock that decisions and records read)."""
         self.notifier = notifier
         self.contexts = contexts
+        self.run_clock = run_clock
         self.config = config
         self.registry = registry
         self.journal = journal
@@ -482,7 +486,7 @@ class Executor:
         ctx = self.context(run_id, Mode.AUTONOMOUS if sink.fence_halt else Mode.APPROVAL,
                            values, sink, rb, pool, redact)
         recorder = JournalRecorder(self.journal, run_id, sink, actor=actor)
-        ending = RunLoop(rb, values, recorder, clock=RealClock(), observer=self.observer,
+        ending = RunLoop(rb, values, recorder, clock=self.run_clock, observer=self.observer,
                          redact=redact).run(ctx, body)
         assert recorder.record is not None  # every ending is a transition
         return ending.exit_code, ending.message, recorder.record
@@ -498,8 +502,9 @@ class Executor:
         return self.contexts(Scope(
             run_id=run_id, mode=mode, params=values, sink=sink, pool=pool,
             redact=redact, observer=observer or self.observer,
-            deadline=time.monotonic() + rb.timeout.total_seconds(),
-            output_limit=ex.output_limit, command_timeout=ex.command_timeout))
+            deadline=self.run_clock.now() + rb.timeout.total_seconds(),
+            output_limit=ex.output_limit, command_timeout=ex.command_timeout,
+            clock=self.run_clock))
 
     def journal_plan(self, run_id: str, plan: Plan) -> None:
         """Record what the plan saw and would change, bound to its hash."""

@@ -26,13 +26,12 @@ A rollback gets a fresh budget of the runbook's timeout: the run's own may be wh
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from selfdrive.executor.boundary import Fault, classify
+from selfdrive.executor.clocks import RunClock
 from selfdrive.executor.contexts import RunContext
 from selfdrive.executor.endings import exit_code
 from selfdrive.executor.observe import Observer, StepEvent
@@ -150,45 +149,6 @@ class MemoryRecorder:
         return tuple(Step.of(row) for row in self.memory.steps)
 
 
-# -- time between verification attempts ------------------------------------------------
-
-
-class Clock(Protocol):
-    """The pauses between verification attempts."""
-
-    def pause(self, seconds: float) -> None: ...
-
-    @property
-    def skipped(self) -> float:
-        """Seconds paused without the time passing, for the run's deadline to count."""
-        ...
-
-
-class RealClock:
-    """Sleeps."""
-
-    skipped = 0.0
-
-    def pause(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-
-class RecordingClock:
-    """Records each pause instead of sleeping, and counts it against the deadline."""
-
-    def __init__(self) -> None:
-        self.paused: list[float] = []
-        self._lock = threading.Lock()
-
-    def pause(self, seconds: float) -> None:
-        with self._lock:
-            self.paused.append(seconds)
-
-    @property
-    def skipped(self) -> float:
-        return sum(self.paused)
-
-
 # -- the loop ------------------------------------------------------------------------
 
 
@@ -266,12 +226,13 @@ def call_check(rb: Runbook, hook: Hook, ctx: RunContext, values: Mapping[str, An
 
 
 class RunLoop:
-    """One live run of ``rb`` with ``values``: recorded by ``recorder``, paused by ``clock``,
-    shown to ``observer``. :meth:`run` returns its :class:`Ending`; errors that are not
-    the run's to record (see the module's table) propagate."""
+    """One live run of ``rb`` with ``values``: recorded by ``recorder``, timed and paused
+    by ``clock`` (the clock of its contexts), shown to ``observer``. :meth:`run` returns
+    its :class:`Ending`; errors that are not the run's to record (see the module's
+    table) propagate."""
 
     def __init__(self, rb: Runbook, values: Mapping[str, Any], recorder: Recorder, *,
-                 clock: Clock, observer: Observer, redact: Redactor) -> None:
+                 clock: RunClock, observer: Observer, redact: Redactor) -> None:
         self.rb = rb
         self.values = values
         self.recorder = recorder
@@ -387,7 +348,7 @@ class RunLoop:
                 return True, ""
             if attempt < hook.attempts:
                 pause = hook.interval.total_seconds()
-                if ctx.remaining() - self.clock.skipped < pause:
+                if ctx.remaining() < pause:
                     return False, f"{detail} (no time left for attempt {attempt + 1})"
                 self.clock.pause(pause)
         return False, f"{detail} (after {hook.attempts} attempt(s))"
@@ -398,7 +359,7 @@ class RunLoop:
             return Ending(failed, f"{cause}; no rollback declared", failed, failure)
         hook = self.rb.rollbacks[0]
         self.recorder.transition(S.ROLLING_BACK, data={"cause": cause})
-        rctx = ctx.with_deadline(time.monotonic() + self.rb.timeout.total_seconds()).for_phase(
+        rctx = ctx.with_deadline(self.clock.now() + self.rb.timeout.total_seconds()).for_phase(
             Phase.ROLLBACK, readonly=False, hook=hook.name)
         token = self.sink.begin(Phase.ROLLBACK, "call", name=hook.name)
         try:

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from selfdrive.executor.clocks import RecordingClock
 from selfdrive.executor.contexts import RunContext, Scope
 from selfdrive.executor.observe import SilentObserver
 from selfdrive.executor.pool import TargetPool
@@ -158,17 +159,27 @@ class _Tap:
 
 
 class FakeTarget:
-    """A target that answers from the fake's scripts (``Target`` protocol)."""
+    """A target that answers from the fake's scripts (``Target`` protocol).
 
-    def __init__(self, fake: FakeContext, name: str) -> None:
+    A script that times out took the command's whole time limit: on ``clock``, the
+    simulated time moves on by that limit, so the run's deadline passes where a real
+    run's would.
+    """
+
+    def __init__(self, fake: FakeContext, name: str,
+                 clock: RecordingClock | None = None) -> None:
         self._fake = fake
         self.name = name
+        self._clock = clock
 
     def run(self, command: Command, timeout: float, *,
             intent: Intent | None = None) -> CommandResult:
         if intent is not None:
             intent(None)
-        return self._fake._answer(self.name, command)
+        result = self._fake._answer(self.name, command)
+        if result.timed_out and self._clock is not None:
+            self._clock.advance(timeout)
+        return result
 
     def close(self) -> None:
         return None
@@ -177,12 +188,14 @@ class FakeTarget:
 class FakePool(TargetPool):
     """The executor's target pool with every target (local and SSH) a :class:`FakeTarget`."""
 
-    def __init__(self, config: TeamConfig, fake: FakeContext) -> None:
-        super().__init__(config, FakeTarget(fake, "local"))
+    def __init__(self, config: TeamConfig, fake: FakeContext,
+                 clock: RecordingClock | None = None) -> None:
+        super().__init__(config, FakeTarget(fake, "local", clock))
         self._fake = fake
+        self._clock = clock
 
     def ssh(self, spec: HostSpec) -> FakeTarget:
-        return FakeTarget(self._fake, spec.name)
+        return FakeTarget(self._fake, spec.name, self._clock)
 
     def close(self) -> None:
         return None
@@ -348,9 +361,10 @@ class FakeContext(Context):
 
     # -- the targets -----------------------------------------------------------------
 
-    def pool(self) -> FakePool:
-        """A target pool for the executor whose every target is this fake."""
-        return FakePool(self.config, self)
+    def pool(self, clock: RecordingClock | None = None) -> FakePool:
+        """A target pool for the executor whose every target is this fake; a command
+        scripted to time out moves ``clock`` on by its time limit."""
+        return FakePool(self.config, self, clock)
 
     def tap(self, sink: StepSink) -> StepSink:
         """Wrap a step sink so the fake knows each command's phase and whether it changes things."""

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 from selfdrive.executor.boundary import classify
+from selfdrive.executor.clocks import RecordingClock
 from selfdrive.executor.contexts import RunContext, Scope
 from selfdrive.executor.endings import exit_code
 from selfdrive.executor.engine import Executor, planning_failed
-from selfdrive.executor.loop import MemoryRecorder, RecordingClock, RunLoop, Step
+from selfdrive.executor.loop import MemoryRecorder, RunLoop, Step
 from selfdrive.executor.observe import SilentObserver
 from selfdrive.executor.plan import Plan
 from selfdrive.executor.redact import Redactor
@@ -36,15 +37,15 @@ S = RunState
 SimStep = Step
 
 
-def _kit_executor(fake: FakeContext) -> Executor:
-    """The executor, with the fake's targets and its ``ctx.ansible``; planning and the
-    run loop touch neither its registry nor its journal."""
+def _kit_executor(fake: FakeContext, clock: RecordingClock) -> Executor:
+    """The executor, with the fake's targets and its ``ctx.ansible``, on a clock that
+    does not sleep; planning and the run loop touch neither its registry nor its journal."""
 
     def contexts(scope: Scope) -> RunContext:
         return fake.context(replace(scope, sink=fake.tap(scope.sink)))
 
     return Executor(fake.config, Registry(), cast("Journal", None),
-                    target=FakeTarget(fake, "local"), contexts=contexts)
+                    target=FakeTarget(fake, "local", clock), contexts=contexts, run_clock=clock)
 
 
 def plan_of(runbook: Runbook, fake: FakeContext | None = None, /, **params: Any) -> Plan:
@@ -56,7 +57,8 @@ def plan_of(runbook: Runbook, fake: FakeContext | None = None, /, **params: Any)
     fake = fake if fake is not None else FakeContext()
     values = runbook.validate_params(params)
     try:
-        return _kit_executor(fake).plan(runbook, values, pool=fake.pool())
+        clock = RecordingClock()
+        return _kit_executor(fake, clock).plan(runbook, values, pool=fake.pool(clock))
     finally:
         fake.check_scripted()
 
@@ -133,9 +135,10 @@ def simulate(runbook: Runbook, fake: FakeContext | None = None, /, **params: Any
     fake = fake if fake is not None else FakeContext()
     values = runbook.validate_params(params)
     redact = Redactor.for_params(values)
-    executor = _kit_executor(fake)
+    clock = RecordingClock()
+    executor = _kit_executor(fake, clock)
     try:
-        plan = executor.plan(runbook, values, pool=fake.pool())
+        plan = executor.plan(runbook, values, pool=fake.pool(clock))
     except BaseException as exc:
         fake.check_scripted()
         if not classify(exc).fails_planning:
@@ -149,9 +152,9 @@ def simulate(runbook: Runbook, fake: FakeContext | None = None, /, **params: Any
         return Simulation(runbook.name, S.PRECONDITION_FAILED, exit_code(S.PRECONDITION_FAILED),
                           f"preconditions unmet: {plan.unmet}", plan)
     recorder = MemoryRecorder()
-    clock = RecordingClock()
+    clock.paused.clear()  # the run's pauses, not the plan's (planning never pauses)
     ctx = executor.context("simulated", Mode.APPROVAL, values, recorder.sink, runbook,
-                           fake.pool(), redact, observer=SilentObserver())
+                           fake.pool(clock), redact, observer=SilentObserver())
     loop = RunLoop(runbook, values, recorder, clock=clock, observer=SilentObserver(),
                    redact=redact)
     try:
