@@ -162,9 +162,10 @@ class Executor:
              redact: Redactor | None = None) -> Plan:
         """Compute the plan: read-only steps run for real, changes are recorded.
 
-        Raises :class:`UsageError` for mistakes in the runbook's templates or use; other
-        errors from the runbook's code come back as a plan note and re-raise. ``redact``
-        is the run's redactor, when the plan belongs to a run.
+        Raises :class:`UsageError` for mistakes in the runbook's templates or use (naming
+        the runbook's line that made them); other errors from the runbook's code come
+        back as a plan note and re-raise. ``redact`` is the run's redactor, when the
+        plan belongs to a run.
         """
         if pool is None:
             with self.pool() as own:
@@ -175,8 +176,11 @@ class Executor:
             return self._plan(rb, values, run_id, shielded(observer or SilentObserver()), pool,
                               redact)
         except UsageError as exc:
+            # A template or call the runbook's code got wrong: the message names its line.
+            where = self.describe(rb, exc).where
+            text = str(exc) if where is None else f"{exc} (at {where})"
             # Printed as it is by the CLI: a message quoting a secret is masked first.
-            masked = redact(str(exc)) or ""
+            masked = redact(text) or ""
             if masked == str(exc):
                 raise
             try:

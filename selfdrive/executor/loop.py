@@ -219,7 +219,7 @@ def call_check(rb: Runbook, hook: Hook, ctx: RunContext, values: Mapping[str, An
             return Check(False, redact(str(exc)) or "", final=True)
         if fault is Fault.RUNBOOK or what == "verification":
             failure = describe_failure(exc, source_file=rb.source_file)
-            return Check(False, redact(failure.error) or "", failure)
+            return Check(False, redact(str(failure)) or "", failure)
         raise
     passed, detail = truth(result, what)
     return Check(passed, redact(detail) or "")
