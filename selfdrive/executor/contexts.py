@@ -28,7 +28,7 @@ from selfdrive.sdk.errors import (
     RunTimeoutError,
     UsageError,
 )
-from selfdrive.sdk.vocabulary import Mode
+from selfdrive.sdk.vocabulary import Mode, Outcome, StepStatus
 from selfdrive.targets.base import Target
 
 if TYPE_CHECKING:
@@ -246,18 +246,17 @@ def failure_reason(result: CommandResult) -> str:
     return result.error or ("timed out" if result.timed_out else f"exit code {result.exit_code}")
 
 
-def step_status(result: CommandResult) -> str:
+def step_status(result: CommandResult) -> StepStatus:
     """ok, failed (it ran and said no), error (it never started) or unknown (it may have
-    run: timed out, or the connection dropped after it was sent)."""
-    from selfdrive.targets.ssh import never_started, outcome_unknown
-
+    run: timed out, or the connection dropped after it was sent), from the outcome its
+    target set."""
     if result.ok:
-        return "ok"
-    if result.exit_code is not None:
-        return "failed"
-    if outcome_unknown(result):
-        return "unknown"
-    return "error" if never_started(result) or result.error else "unknown"
+        return StepStatus.OK
+    return _STEP_STATUS[result.outcome]
+
+
+_STEP_STATUS = {Outcome.FINISHED: StepStatus.FAILED, Outcome.NOT_STARTED: StepStatus.ERROR,
+                Outcome.UNKNOWN: StepStatus.UNKNOWN}
 
 
 class _Remote(RemoteHost):

@@ -36,7 +36,7 @@ from selfdrive.sdk.context import (
     RemoteHost,
 )
 from selfdrive.sdk.errors import ReadOnlyViolationError, UsageError
-from selfdrive.sdk.vocabulary import Mode
+from selfdrive.sdk.vocabulary import Mode, Outcome
 from selfdrive.targets.base import Intent
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ class _Script:
     error: str | None
     timed_out: bool
     times: int | None
+    outcome: Outcome
     used: int = 0
 
     def matches(self, target: str, masked: str) -> bool:
@@ -277,12 +278,17 @@ class FakeContext(Context):
     def on(self, command: Pattern, *, stdout: str = "", stderr: str = "",
            exit_code: int | None = 0, target: str | Sequence[str] | None = "local",
            times: int | None = None, error: str | None = None,
-           timed_out: bool = False) -> FakeContext:
+           timed_out: bool = False, outcome: Outcome | str = Outcome.UNKNOWN) -> FakeContext:
         """Script what ``command`` returns on ``target``; returns the fake, for chaining.
 
-        ``exit_code=None`` with ``timed_out=True`` or an ``error`` makes an unknown or
-        never-started outcome, as a real target reports them.
+        ``exit_code=None`` makes a command that did not finish: ``timed_out=True`` (it
+        took its whole time limit), or an ``error`` with ``outcome="not_started"`` (it
+        was certainly never sent) or ``"unknown"`` (the default: it may have run), as a
+        real target reports them.
         """
+        outcome = Outcome(outcome)
+        if exit_code is not None and outcome is not Outcome.UNKNOWN:
+            raise ValueError("fake.on(outcome=) is for a command without an exit code")
         if not isinstance(command, str | re.Pattern):
             raise TypeError(f"fake.on(): command must be a string or re.compile(...), "
                             f"not {type(command).__name__}")
@@ -292,7 +298,7 @@ class FakeContext(Context):
             frozenset([target]) if isinstance(target, str) else frozenset(target))
         with self._lock:
             self._scripts.append(_Script(command, targets, stdout, stderr, exit_code, error,
-                                         timed_out, times))
+                                         timed_out, times, outcome))
         return self
 
     def on_ansible(self, playbook: str | None = None, *,
@@ -409,7 +415,8 @@ class FakeContext(Context):
                                        env=dict(command.masked_env)))
         return CommandResult(command=command, target=target, exit_code=script.exit_code,
                              stdout=script.stdout, stderr=script.stderr,
-                             timed_out=script.timed_out, error=script.error)
+                             timed_out=script.timed_out, error=script.error,
+                             outcome=script.outcome)
 
     def _ansible(self, ctx: RunContext, playbook: str | list[dict[str, Any]], *,
                  hosts: str | list[str], extravars: Mapping[str, Any],

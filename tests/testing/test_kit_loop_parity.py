@@ -77,10 +77,11 @@ CASES: dict[str, tuple[dict[str, Any], RunState, int]] = {
 }
 
 
-def _fake(folder: Path) -> FakeContext:
-    """What bash answers for the real folder; ``sleep 3`` runs into its time limit."""
+def _fake(folder: Path, fake: FakeContext | None = None) -> FakeContext:
+    """What bash answers for the real folder; ``sleep 3`` runs into its time limit.
+    ``fake``: a fake whose own scripts come first."""
     q = shlex.quote(str(folder))
-    fake = FakeContext()
+    fake = fake if fake is not None else FakeContext()
     fake.on(f"test -d {q}")
     fake.on(f"touch {q}/changed")
     fake.on(f"test -e {q}/changed")
@@ -109,6 +110,21 @@ def test_the_executor_and_simulate_end_alike(team: Team, tmp_path: Path, case: s
     journaled = [(s["phase"], s["kind"], s["status"]) for s in team.steps(real.run.id)]
     assert [(s.phase, s.kind, s.status) for s in sim.steps] == journaled
     assert simulated_in < 0.5, "a simulated timeout takes no real time"
+
+
+def test_a_fake_command_that_never_started_is_an_error_step_not_an_unknown_one(
+        team: Team, tmp_path: Path) -> None:
+    team.write(ENDINGS)
+    folder = tmp_path / "work"
+    folder.mkdir()
+    q = shlex.quote(str(folder))
+    for outcome, status in (("not_started", "error"), ("unknown", "unknown")):
+        fake = _fake(folder, FakeContext().on(f"touch {q}/changed", exit_code=None,
+                                              error="refused", outcome=outcome, times=1))
+        sim = simulate(team.runbook("endings"), fake, folder=str(folder))
+        [touch] = [s for s in sim.steps if s.command == f"touch {q}/changed"]
+        assert (touch.phase, touch.status) == ("body", status)
+        assert sim.status is S.ROLLED_BACK
 
 
 def test_a_timeout_in_a_precondition_fails_the_run_without_touching_anything(
