@@ -67,6 +67,12 @@ class RunContext(Context):
     def __init__(self, scope: Scope) -> None:
         self._scope = scope
 
+    @property
+    def scope(self) -> Scope:
+        """What this context runs in: for a context factory's subclass (the testing
+        kit's) to build its phases and record its own steps."""
+        return self._scope
+
     def for_phase(self, phase: str, *, readonly: bool, hook: str | None = None) -> RunContext:
         return RunContext(replace(self._scope, phase=phase, readonly=readonly, hook=hook))
 
@@ -92,11 +98,14 @@ class RunContext(Context):
     def remaining(self) -> float:
         return self._scope.deadline - self._scope.clock.now()
 
-    def _check_deadline(self) -> float:
+    def check_deadline(self) -> float:
+        """The seconds left before the runbook's timeout; raises once it has passed."""
         left = self.remaining()
         if left <= 0:
             raise RunTimeoutError(f"the runbook's timeout passed during {self._scope.phase}")
         return left
+
+    _check_deadline = check_deadline
 
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
             check: bool = True, env: Mapping[str, Any] | None = None,

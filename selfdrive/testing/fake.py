@@ -210,11 +210,11 @@ class FakeRunContext(RunContext):
         self._fake = fake
 
     def for_phase(self, phase: str, *, readonly: bool, hook: str | None = None) -> RunContext:
-        return FakeRunContext(replace(self._scope, phase=phase, readonly=readonly, hook=hook),
+        return FakeRunContext(replace(self.scope, phase=phase, readonly=readonly, hook=hook),
                               self._fake)
 
     def with_deadline(self, deadline: float) -> RunContext:
-        return FakeRunContext(replace(self._scope, deadline=deadline), self._fake)
+        return FakeRunContext(replace(self.scope, deadline=deadline), self._fake)
 
     def ansible(self, playbook: str | list[dict[str, Any]], *, hosts: str | list[str],
                 extravars: Mapping[str, Any] | None = None, readonly: bool = False,
@@ -423,8 +423,8 @@ class FakeContext(Context):
                  readonly: bool) -> AnsibleResult:
         """``ctx.ansible`` as :func:`selfdrive.executor.ansible.run_ansible` records it,
         answered by a script instead of ansible-runner."""
-        s = ctx._scope
-        ctx._check_deadline()
+        s = ctx.scope
+        ctx.check_deadline()
         if not readonly and s.readonly:
             raise ReadOnlyViolationError(f"{s.phase} {s.hook or ''} tried to run a playbook "
                                          f"that changes things; pass readonly=True if it "
