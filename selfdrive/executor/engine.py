@@ -398,7 +398,7 @@ class Executor:
         if rb.preconditions:
             return _Start(sink=sink)
         # The body is next: its intent row commits with the claim.
-        return _Start(sink=sink, body=sink.begin("body", "call", name=rb.fn.__name__))
+        return _Start(sink=sink, body=sink.begin(Phase.BODY, "call", name=rb.fn.__name__))
 
     def _run_started(self, rb: Runbook, run_id: str, values: Mapping[str, Any],
                      redact: Redactor, actor: str, lock_key: str | None, start: _Start,
