@@ -59,7 +59,8 @@ class Recorder(Protocol):
                    **fields: Any) -> None: ...
 
     def together(self, doing: str) -> contextlib.AbstractContextManager[None]:
-        """Writes inside belong together: all of them or none."""
+        """Writes inside belong together: all of them or none (``doing``, followed by the
+        run's id, names them in errors)."""
         ...
 
 
@@ -84,7 +85,7 @@ class JournalRecorder:
                                               **fields)
 
     def together(self, doing: str) -> contextlib.AbstractContextManager[None]:
-        return self.journal.atomic(doing)
+        return self.journal.atomic(f"{doing} {self.run_id}")
 
 
 @dataclass(frozen=True)
@@ -215,11 +216,10 @@ def call_check(rb: Runbook, hook: Hook, ctx: RunContext, values: Mapping[str, An
         fault = classify(exc)
         if fault.propagates:
             raise
-        if fault is Fault.READ_ONLY or (fault is Fault.USAGE and what == "verification"):
-            return Check(False, redact(str(exc)) or "", final=True)
-        if fault is Fault.RUNBOOK or what == "verification":
+        if fault is Fault.RUNBOOK or fault is Fault.READ_ONLY or what == "verification":
             failure = describe_failure(exc, source_file=rb.source_file)
-            return Check(False, redact(str(failure)) or "", failure)
+            final = fault in (Fault.READ_ONLY, Fault.USAGE)
+            return Check(False, redact(str(failure)) or "", failure, final=final)
         raise
     passed, detail = truth(result, what)
     return Check(passed, redact(detail) or "")
@@ -282,7 +282,7 @@ class RunLoop:
             return self._rollback(ctx, S.FAILED, error, failure)
         if not rb.verifications:
             # Nothing runs between the body's end and the run's: one record for both.
-            with self.recorder.together("record the end of the run"):
+            with self.recorder.together("record the end of run"):
                 self.sink.finish(body_token, StepStatus.OK)
                 self.recorder.transition(S.SUCCEEDED, verified=None)
             return Ending(S.SUCCEEDED, "succeeded (no verification declared)", S.SUCCEEDED)
