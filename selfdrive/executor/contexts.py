@@ -6,7 +6,7 @@ import functools
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from selfdrive.executor.clocks import REAL_CLOCK, RunClock
 from selfdrive.executor.observe import Observer, StepEvent
@@ -255,7 +255,15 @@ def failure_reason(result: CommandResult) -> str:
     return result.error or ("timed out" if result.timed_out else f"exit code {result.exit_code}")
 
 
-def step_status(result: CommandResult) -> StepStatus:
+class _Ended(Protocol):
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def outcome(self) -> Outcome: ...
+
+
+def step_status(result: _Ended) -> StepStatus:
     """ok, failed (it ran and said no), error (it never started) or unknown (it may have
     run: timed out, or the connection dropped after it was sent), from the outcome its
     target set."""
