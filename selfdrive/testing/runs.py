@@ -70,7 +70,9 @@ class Simulation:
     ``plan`` is the plan computed first, as a real run computes it; ``steps`` are the
     live run's steps; ``waited`` the pauses between verification attempts;
     ``traceback`` the last frames of runbook code when that code raised (the file and
-    line are in ``message`` too).
+    line are in ``message`` too); ``states`` the states the live run moved through
+    after ``running``, as the journal would record them (``verification_failed``,
+    ``rolling_back``, ``rolled_back`` …).
     """
 
     runbook: str
@@ -81,6 +83,7 @@ class Simulation:
     steps: tuple[SimStep, ...] = ()
     waited: tuple[float, ...] = field(default=())
     traceback: str | None = None
+    states: tuple[RunState, ...] = ()
 
     def __repr__(self) -> str:
         return (f"<Simulation {self.runbook}: {self.status.value} (exit {self.exit_code}), "
@@ -163,4 +166,5 @@ def simulate(runbook: Runbook, fake: FakeContext | None = None, /, **params: Any
         fake.check_scripted()
     return Simulation(runbook.name, ending.state, ending.exit_code, ending.message, plan,
                       recorder.steps, tuple(clock.paused),
-                      redact(ending.failure.traceback) if ending.failure is not None else None)
+                      redact(ending.failure.traceback) if ending.failure is not None else None,
+                      tuple(state for state, _ in recorder.transitions))

@@ -10,6 +10,7 @@ on the simulation's clock, without the time passing.
 from __future__ import annotations
 
 import shlex
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,20 @@ def _fake(folder: Path, fake: FakeContext | None = None) -> FakeContext:
     return fake
 
 
+def _live_states(team: Team, run_id: str) -> list[str]:
+    """The run's states after ``running`` (none when it ended before), from the journal's
+    run events."""
+    conn = sqlite3.connect(team.config.journal_path)
+    try:
+        kinds = [k for (k,) in conn.execute(
+            "SELECT kind FROM events WHERE run_id = ? AND kind LIKE 'run.%' ORDER BY id",
+            (run_id,))]
+    finally:
+        conn.close()
+    states = [k.removeprefix("run.") for k in kinds]
+    return states[states.index("running") + 1:] if "running" in states else []
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_executor_and_simulate_end_alike(team: Team, tmp_path: Path, case: str) -> None:
     params, status, code = CASES[case]
@@ -109,6 +124,7 @@ def test_the_executor_and_simulate_end_alike(team: Team, tmp_path: Path, case: s
     assert sim.message == real.message
     journaled = [(s["phase"], s["kind"], s["status"]) for s in team.steps(real.run.id)]
     assert [(s.phase, s.kind, s.status) for s in sim.steps] == journaled
+    assert list(sim.states) == _live_states(team, real.run.id)
     assert simulated_in < 0.5, "a simulated timeout takes no real time"
 
 
