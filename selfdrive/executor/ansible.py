@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from selfdrive.executor.contexts import step_status
 from selfdrive.executor.observe import StepEvent
 from selfdrive.executor.redact import bound
 from selfdrive.sdk.context import AnsibleChange, AnsibleResult
@@ -99,7 +100,7 @@ def run_ansible(ctx: RunContext, playbook: str | list[dict[str, Any]], *,
                           timeout=min(timeout or s.command_timeout, left), on_event=on_event,
                           connect_timeout=config.ssh.connect_timeout)
     stdout, truncated = bound(s.redact(result.stdout) or "", s.output_limit)
-    status = "ok" if result.ok else ("unknown" if result.timed_out else "failed")
+    status = step_status(result)
     failures = {host: "; ".join(s.redact(m) or "" for m in messages)
                 for host, messages in result.failures.items()}
     s.sink.finish(token, status, exit_code=result.rc, stdout=stdout, truncated=truncated,

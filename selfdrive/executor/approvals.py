@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from selfdrive.executor.endings import exit_code
 from selfdrive.executor.engine import Executor, RunOutcome
 from selfdrive.executor.plan import Plan
 from selfdrive.executor.redact import Redactor
@@ -144,7 +145,7 @@ def resume(executor: Executor, run_id: str, *, actor: str,
             data={"why": why})
         executor.notify("approval.requested", record, actor=actor, detail=why)
         return RunOutcome(run=record, plan=_empty_plan(rb.name, run), decision=decision,
-                          exit_code=3, message=why)
+                          exit_code=exit_code(record.status), message=why)
 
     plan = executor.plan(rb, values, run_id=run.id, redact=redact)
     if plan.hash != run.plan_hash:
@@ -157,7 +158,8 @@ def resume(executor: Executor, run_id: str, *, actor: str,
             data={"why": why, "approved_plan": run.plan_hash, "new_plan": plan.hash})
         executor.journal_plan(run.id, plan)
         executor.notify("approval.requested", record, actor=actor, detail=why)
-        return RunOutcome(run=record, plan=plan, decision=decision, exit_code=3, message=why)
+        return RunOutcome(run=record, plan=plan, decision=decision,
+                          exit_code=exit_code(record.status), message=why)
 
     lock_key = render_text(rb.lock, values) if rb.lock else None
     try:

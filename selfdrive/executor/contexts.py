@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from selfdrive.executor.clocks import REAL_CLOCK, RunClock
 from selfdrive.executor.observe import Observer, StepEvent
 from selfdrive.executor.pool import TargetPool
 from selfdrive.executor.redact import Redactor, bound
@@ -28,7 +28,7 @@ from selfdrive.sdk.errors import (
     RunTimeoutError,
     UsageError,
 )
-from selfdrive.sdk.vocabulary import Mode
+from selfdrive.sdk.vocabulary import Mode, Outcome, StepStatus
 from selfdrive.targets.base import Target
 
 if TYPE_CHECKING:
@@ -52,6 +52,8 @@ class Scope:
     phase: str = "body"
     readonly: bool = False
     hook: str | None = None
+    #: What ``deadline`` is counted on (the testing kit's skips the time it simulates).
+    clock: RunClock = REAL_CLOCK
 
 
 class RunContext(Context):
@@ -64,6 +66,12 @@ class RunContext(Context):
 
     def __init__(self, scope: Scope) -> None:
         self._scope = scope
+
+    @property
+    def scope(self) -> Scope:
+        """What this context runs in: for a context factory's subclass (the testing
+        kit's) to build its phases and record its own steps."""
+        return self._scope
 
     def for_phase(self, phase: str, *, readonly: bool, hook: str | None = None) -> RunContext:
         return RunContext(replace(self._scope, phase=phase, readonly=readonly, hook=hook))
@@ -88,13 +96,16 @@ class RunContext(Context):
         return self._scope.phase
 
     def remaining(self) -> float:
-        return self._scope.deadline - time.monotonic()
+        return self._scope.deadline - self._scope.clock.now()
 
-    def _check_deadline(self) -> float:
+    def check_deadline(self) -> float:
+        """The seconds left before the runbook's timeout; raises once it has passed."""
         left = self.remaining()
         if left <= 0:
             raise RunTimeoutError(f"the runbook's timeout passed during {self._scope.phase}")
         return left
+
+    _check_deadline = check_deadline
 
     def run(self, cmd: str | Command, *, readonly: bool = False, timeout: float | None = None,
             check: bool = True, env: Mapping[str, Any] | None = None,
@@ -244,18 +255,25 @@ def failure_reason(result: CommandResult) -> str:
     return result.error or ("timed out" if result.timed_out else f"exit code {result.exit_code}")
 
 
-def step_status(result: CommandResult) -> str:
-    """ok, failed (it ran and said no), error (it never started) or unknown (it may have
-    run: timed out, or the connection dropped after it was sent)."""
-    from selfdrive.targets.ssh import never_started, outcome_unknown
+class _Ended(Protocol):
+    @property
+    def ok(self) -> bool: ...
 
+    @property
+    def outcome(self) -> Outcome: ...
+
+
+def step_status(result: _Ended) -> StepStatus:
+    """ok, failed (it ran and said no), error (it never started) or unknown (it may have
+    run: timed out, or the connection dropped after it was sent), from the outcome its
+    target set."""
     if result.ok:
-        return "ok"
-    if result.exit_code is not None:
-        return "failed"
-    if outcome_unknown(result):
-        return "unknown"
-    return "error" if never_started(result) or result.error else "unknown"
+        return StepStatus.OK
+    return _STEP_STATUS[result.outcome]
+
+
+_STEP_STATUS = {Outcome.FINISHED: StepStatus.FAILED, Outcome.NOT_STARTED: StepStatus.ERROR,
+                Outcome.UNKNOWN: StepStatus.UNKNOWN}
 
 
 class _Remote(RemoteHost):

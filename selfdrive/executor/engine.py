@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import secrets
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,7 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from selfdrive.config.model import TeamConfig, current_os_user
+from selfdrive.executor.boundary import classify
+from selfdrive.executor.clocks import REAL_CLOCK, RunClock
 from selfdrive.executor.contexts import RunContext, Scope
+from selfdrive.executor.endings import exit_code
+from selfdrive.executor.loop import JournalRecorder, RunLoop, call_check, traceback_data
 from selfdrive.executor.observe import Observer, SilentObserver, StepEvent, shielded
 from selfdrive.executor.plan import CheckOutcome, Plan, PlannedStep
 from selfdrive.executor.pool import TargetPool
@@ -42,24 +45,23 @@ from selfdrive.policy.decide import (
 from selfdrive.registry.load import Registry
 from selfdrive.sdk.command import render_text
 from selfdrive.sdk.errors import (
-    HaltedError,
     JournalError,
     JournalLockedError,
     JournalUnavailableError,
-    ReadOnlyViolationError,
     RunStoppedError,
-    RunTimeoutError,
     UsageError,
 )
 from selfdrive.sdk.failures import Failure, describe_failure
-from selfdrive.sdk.runbook import Hook, Runbook
-from selfdrive.sdk.vocabulary import Mode, RunState
+from selfdrive.sdk.runbook import Runbook
+from selfdrive.sdk.vocabulary import Mode, Phase, RunState, StepStatus
 from selfdrive.targets.base import Target
 from selfdrive.targets.environ import child_environ
 from selfdrive.targets.local import LocalTarget
 
 S = RunState
 Approver = Callable[[RunRecord, Plan, Decision], bool]
+#: Builds a run's context from its scope: :class:`RunContext`, or a subclass of it.
+ContextFactory = Callable[[Scope], RunContext]
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,16 @@ class Executor:
     def __init__(self, config: TeamConfig, registry: Registry, journal: Journal, *,
                  observer: Observer | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 target: Target | None = None, notifier: Notifier | None = None) -> None:
+                 target: Target | None = None, notifier: Notifier | None = None,
+                 contexts: ContextFactory = RunContext,
+                 run_clock: RunClock = REAL_CLOCK) -> None:
+        """``target`` runs local commands; ``contexts`` builds each run's context from its
+        scope (the testing kit's answers ``ctx.ansible`` from its fakes); ``run_clock``
+        counts runs' deadlines and waits between verification attempts (``clock`` is
+        the wall clock that decisions and records read)."""
         self.notifier = notifier
+        self.contexts = contexts
+        self.run_clock = run_clock
         self.config = config
         self.registry = registry
         self.journal = journal
@@ -152,9 +162,10 @@ class Executor:
              redact: Redactor | None = None) -> Plan:
         """Compute the plan: read-only steps run for real, changes are recorded.
 
-        Raises :class:`UsageError` for mistakes in the runbook's templates or use; other
-        errors from the runbook's code come back as a plan note and re-raise. ``redact``
-        is the run's redactor, when the plan belongs to a run.
+        Raises :class:`UsageError` for mistakes in the runbook's templates or use (naming
+        the runbook's line that made them); other errors from the runbook's code come
+        back as a plan note and re-raise. ``redact`` is the run's redactor, when the
+        plan belongs to a run.
         """
         if pool is None:
             with self.pool() as own:
@@ -165,8 +176,11 @@ class Executor:
             return self._plan(rb, values, run_id, shielded(observer or SilentObserver()), pool,
                               redact)
         except UsageError as exc:
+            # A template or call the runbook's code got wrong: the message names its line.
+            where = self.describe(rb, exc).where
+            text = str(exc) if where is None else f"{exc} (at {where})"
             # Printed as it is by the CLI: a message quoting a secret is masked first.
-            masked = redact(str(exc)) or ""
+            masked = redact(text) or ""
             if masked == str(exc):
                 raise
             try:
@@ -178,23 +192,26 @@ class Executor:
     def _plan(self, rb: Runbook, values: Mapping[str, Any], run_id: str, observer: Observer,
               pool: TargetPool, redact: Redactor) -> Plan:
         sink = MemorySink()
-        ctx = self._context(run_id, Mode.DRY_RUN, values, sink, rb, pool, redact,
-                            observer=observer)
+        ctx = self.context(run_id, Mode.DRY_RUN, values, sink, rb, pool, redact,
+                           observer=observer)
         checks: list[CheckOutcome] = []
         notes: list[str] = []
         for hook in rb.preconditions:
-            pctx = ctx.for_phase("precondition", readonly=True, hook=hook.name)
-            met, detail = self._check(rb, hook, pctx, values, observer=observer)
-            checks.append(CheckOutcome(hook.name, met, detail))
+            pctx = ctx.for_phase(Phase.PRECONDITION, readonly=True, hook=hook.name)
+            check = call_check(rb, hook, pctx, values, "precondition", redact)
+            observer.step(StepEvent(Phase.PRECONDITION, "check",
+                                    StepStatus.OK if check.passed else StepStatus.FAILED,
+                                    hook.name, detail=None if check.passed else check.detail))
+            checks.append(CheckOutcome(hook.name, check.passed, check.detail))
         if all(c.met for c in checks):
-            rb.fn(ctx.for_phase("body", readonly=False), **values)
+            rb.fn(ctx.for_phase(Phase.BODY, readonly=False), **values)
             for hook in rb.rollbacks:
                 try:
-                    rb.call_hook(hook, ctx.for_phase("rollback", readonly=False, hook=hook.name),
-                                 values)
-                except UsageError:
-                    raise
-                except Exception as exc:
+                    rb.call_hook(hook, ctx.for_phase(Phase.ROLLBACK, readonly=False,
+                                                     hook=hook.name), values)
+                except BaseException as exc:
+                    if not classify(exc).fails_planning:
+                        raise
                     notes.append(f"rollback {hook.name} could not be planned: "
                                  f"{self.describe(rb, exc)}")
         else:
@@ -233,10 +250,10 @@ class Executor:
             # Planning is shown step by step only when the plan is what was asked for.
             plan = self.plan(rb, values, run_id=run_id, pool=pool, redact=redact,
                              observer=self.observer if request.dry_run else SilentObserver())
-        except UsageError:
-            raise
-        except Exception as exc:  # the runbook's own code failed while planning
-            plan_failure = self.describe(rb, exc)
+        except BaseException as exc:
+            if not classify(exc).fails_planning:
+                raise
+            plan_failure = self.describe(rb, exc)  # the runbook's code failed while planning
             plan = Plan(runbook=rb.name, code_digest=code_digest(rb),
                         params=rb.masked_params(values), steps=())
         # Decided after planning: the blast radius is the plan's own target count.
@@ -302,7 +319,7 @@ class Executor:
         record, approved, message = self._attended_approval(
             rb, run, plan, decision, actor, request.os_user, approver)
         if not approved:
-            return outcome(3 if record.status is S.PENDING_APPROVAL else 1, message, record)
+            return outcome(exit_code(record.status), message, record)
         code, message, record = self.execute_locked(rb, run.id, values, redact, actor,
                                                     lock_key, fence_halt=False, pool=pool)
         return outcome(code, message, record)
@@ -320,22 +337,24 @@ class Executor:
             record = self.journal.transition(run.id, S.FAILED, actor=actor, error=error,
                                              started_at=planning_started,
                                              data=traceback_data(plan_failure, redact))
-            return 1, error or "", record
+            return exit_code(S.FAILED), error or "", record
         if not plan.preconditions_met:
-            unmet = "; ".join(f"{c.name}: {c.detail}" for c in plan.preconditions if not c.met)
+            unmet = plan.unmet
             if decision.mode is Mode.DRY_RUN:
                 record = self.journal.transition(run.id, S.PLANNED, actor=actor,
                                                  error=f"preconditions unmet: {unmet}")
-                return 4, (f"planned; preconditions unmet ({unmet}): a run would stop "
-                           f"before any change"), record
+                return exit_code(S.PLANNED, cause=S.PRECONDITION_FAILED), (
+                    f"planned; preconditions unmet ({unmet}): a run would stop before any "
+                    f"change"), record
             record = self.journal.transition(run.id, S.PRECONDITION_FAILED, actor=actor,
                                              error=f"preconditions unmet: {unmet}")
-            return 4, f"preconditions unmet: {unmet}", record
+            return exit_code(S.PRECONDITION_FAILED), f"preconditions unmet: {unmet}", record
         if decision.mode is Mode.DRY_RUN:
             record = self.journal.transition(run.id, S.PLANNED, actor=actor)
             if only_planned is not None:
-                return 0, f"planned only, not run: {only_planned}; nothing was changed", record
-            return 0, "planned; nothing was changed", record
+                return (exit_code(S.PLANNED),
+                        f"planned only, not run: {only_planned}; nothing was changed", record)
+            return exit_code(S.PLANNED), "planned; nothing was changed", record
         return None
 
     def execute_locked(self, rb: Runbook, run_id: str, values: Mapping[str, Any],
@@ -368,7 +387,8 @@ class Executor:
             if holder is not None:
                 why = f"lock {lock_key!r} is held by run {holder}"
                 record = self.journal.transition(run_id, S.SKIPPED, actor=actor, error=why)
-                return _Start(sink=None, skipped=(1, f"skipped: {why}; nothing was changed",
+                return _Start(sink=None, skipped=(exit_code(S.SKIPPED),
+                                                  f"skipped: {why}; nothing was changed",
                                                   record))
         sink = JournalSink(self.journal, run_id, fence_halt=fence_halt)
         # This transition is the claim: of two processes resuming one run, one wins here.
@@ -378,7 +398,7 @@ class Executor:
         if rb.preconditions:
             return _Start(sink=sink)
         # The body is next: its intent row commits with the claim.
-        return _Start(sink=sink, body=sink.begin("body", "call", name=rb.fn.__name__))
+        return _Start(sink=sink, body=sink.begin(Phase.BODY, "call", name=rb.fn.__name__))
 
     def _run_started(self, rb: Runbook, run_id: str, values: Mapping[str, Any],
                      redact: Redactor, actor: str, lock_key: str | None, start: _Start,
@@ -466,178 +486,29 @@ class Executor:
     def _execute(self, rb: Runbook, run_id: str, values: Mapping[str, Any], redact: Redactor,
                  actor: str, sink: JournalSink, body: int | None, *,
                  pool: TargetPool) -> tuple[int, str, RunRecord]:
-        """The live run, claimed: preconditions, body, verifications, rollback."""
-        ctx = self._context(run_id, Mode.AUTONOMOUS if sink.fence_halt else Mode.APPROVAL,
-                            values, sink, rb, pool, redact)
-        body_started = False
-        try:
-            for hook in rb.preconditions:
-                pctx = ctx.for_phase("precondition", readonly=True, hook=hook.name)
-                met, detail = self._check(rb, hook, pctx, values, sink=sink)
-                if not met:
-                    error = redact(f"precondition {hook.name} unmet: {detail}") or ""
-                    record = self.journal.transition(run_id, S.PRECONDITION_FAILED,
-                                                     actor=actor, error=error)
-                    return 4, error, record
-            body_started = True
-            body = self._call_body(rb, ctx, values, sink, body)
-        except (JournalError, KeyboardInterrupt):
-            raise
-        except HaltedError as exc:
-            error = str(exc)
-            record = self.journal.transition(run_id, S.FAILED, actor=actor, error=error)
-            return 1, f"{error}; stopped without rollback (a human decides)", record
-        except Exception as exc:
-            failure = self.describe(rb, exc)
-            error = redact(str(failure)) or ""
-            record = self.journal.transition(run_id, S.FAILED, actor=actor, error=error,
-                                             data=traceback_data(failure, redact))
-            if not body_started:  # e.g. the timeout passed in a precondition: nothing to undo
-                return 1, f"{error}; the body never ran, so nothing was rolled back", record
-            return self._rollback(rb, run_id, values, redact, actor, sink, ctx, cause=error,
-                                  code=1, failed=record)
-        if not rb.verifications:
-            # Nothing runs between the body's end and the run's: one transaction for both.
-            with self.journal.atomic(f"record the end of run {run_id}"):
-                sink.finish(body, "ok")
-                record = self.journal.transition(run_id, S.SUCCEEDED, actor=actor,
-                                                 verified=None)
-            return 0, "succeeded (no verification declared)", record
-        sink.finish(body, "ok")
-        failures = []
-        for hook in rb.verifications:
-            vctx = ctx.for_phase("verify", readonly=True, hook=hook.name)
-            passed, detail = self._verify(rb, hook, vctx, values, sink)
-            if not passed:
-                failures.append(f"{hook.name}: {detail}")
-                break
-        if failures:
-            error = redact("verification failed: " + "; ".join(failures)) or ""
-            record = self.journal.transition(run_id, S.VERIFICATION_FAILED, actor=actor,
-                                             error=error, verified=False)
-            return self._rollback(rb, run_id, values, redact, actor, sink, ctx, cause=error,
-                                  code=5, failed=record)
-        record = self.journal.transition(run_id, S.SUCCEEDED, actor=actor, verified=True)
-        return 0, "succeeded and verified", record
-
-    def _call_body(self, rb: Runbook, ctx: RunContext, values: Mapping[str, Any],
-                   sink: StepSink, token: int | None) -> int:
-        """Call the body under its intent row (``token``, or one written now). A failure
-        is recorded here; success is left to the caller, to write with what follows."""
-        if token is None:
-            token = sink.begin("body", "call", name=rb.fn.__name__)
-        try:
-            rb.fn(ctx.for_phase("body", readonly=False), **values)
-        except BaseException as exc:
-            failure = self.describe(rb, exc)
-            sink.finish(token, "failed", error=ctx._scope.redact(str(failure)),
-                        data=traceback_data(failure, ctx._scope.redact))
-            raise
-        return token
-
-    def _rollback(self, rb: Runbook, run_id: str, values: Mapping[str, Any], redact: Redactor,
-                  actor: str, sink: StepSink, ctx: RunContext, *, cause: str,
-                  code: int, failed: RunRecord) -> tuple[int, str, RunRecord]:
-        if not rb.rollbacks:
-            return code, f"{cause}; no rollback declared", failed
-        hook = rb.rollbacks[0]
-        self.journal.transition(run_id, S.ROLLING_BACK, actor=actor, data={"cause": cause})
-        # The rollback gets a fresh budget: the run's own may be what ran out.
-        rctx = ctx.with_deadline(time.monotonic() + rb.timeout.total_seconds()).for_phase(
-            "rollback", readonly=False, hook=hook.name)
-        token = sink.begin("rollback", "call", name=hook.name)
-        try:
-            rb.call_hook(hook, rctx, values)
-        except (JournalError, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            failure = self.describe(rb, exc)
-            error = redact(str(failure)) or ""
-            sink.finish(token, "failed", error=error, data=traceback_data(failure, redact))
-            record = self.journal.transition(
-                run_id, S.ROLLBACK_FAILED, actor=actor,
-                error=f"{cause}; rollback {hook.name} failed: {error}",
-                data=traceback_data(failure, redact))
-            return code, f"{cause}; rollback {hook.name} FAILED: {error}", record
-        sink.finish(token, "ok")
-        record = self.journal.transition(run_id, S.ROLLED_BACK, actor=actor, error=cause)
-        return code, f"{cause}; rolled back with {hook.name}", record
-
-    # -- checks ------------------------------------------------------------------
-
-    def _check(self, rb: Runbook, hook: Hook, ctx: RunContext, values: Mapping[str, Any],
-               sink: StepSink | None = None,
-               observer: Observer | None = None) -> tuple[bool, str]:
-        token = sink.begin("precondition", "check", name=hook.name) if sink else None
-        failure: Failure | None
-        try:
-            result = rb.call_hook(hook, ctx, values)
-        except (UsageError, JournalError, RunTimeoutError, KeyboardInterrupt):
-            if sink is not None and token is not None:
-                sink.finish(token, "error")
-            raise
-        except Exception as exc:
-            failure = self.describe(rb, exc)
-            met, detail = False, failure.error
-        else:
-            failure = None
-            met, detail = _truth(result, "precondition")
-        detail = ctx._scope.redact(detail) or ""
-        if sink is not None and token is not None:
-            sink.finish(token, "ok" if met else "failed", error=None if met else detail,
-                        data=traceback_data(failure, ctx._scope.redact))
-        (observer or self.observer).step(StepEvent("precondition", "check",
-                                                   "ok" if met else "failed", hook.name,
-                                                   detail=None if met else detail))
-        return met, detail
-
-    def _verify(self, rb: Runbook, hook: Hook, ctx: RunContext, values: Mapping[str, Any],
-                sink: StepSink) -> tuple[bool, str]:
-        detail = ""
-        failure: Failure | None
-        for attempt in range(1, hook.attempts + 1):
-            token = sink.begin("verify", "check", name=hook.name, attempt=attempt)
-            try:
-                result = rb.call_hook(hook, ctx, values)
-            except (JournalError, KeyboardInterrupt):
-                sink.finish(token, "error")
-                raise
-            except (ReadOnlyViolationError, UsageError) as exc:  # a definition bug: no retry
-                detail = ctx._scope.redact(str(exc)) or ""
-                sink.finish(token, "failed", error=detail)
-                return False, detail
-            except Exception as exc:
-                failure = self.describe(rb, exc)
-                passed, detail = False, failure.error
-            else:
-                failure = None
-                passed, detail = _truth(result, "verification")
-            detail = ctx._scope.redact(detail) or ""
-            sink.finish(token, "ok" if passed else "failed", error=None if passed else detail,
-                        data=traceback_data(failure, ctx._scope.redact))
-            self.observer.step(StepEvent("verify", "check", "ok" if passed else "failed",
-                                         f"{hook.name} (attempt {attempt}/{hook.attempts})",
-                                         detail=None if passed else detail))
-            if passed:
-                return True, ""
-            if attempt < hook.attempts:
-                pause = hook.interval.total_seconds()
-                if ctx.remaining() < pause:
-                    return False, f"{detail} (no time left for attempt {attempt + 1})"
-                time.sleep(pause)
-        return False, f"{detail} (after {hook.attempts} attempt(s))"
+        """The live run, claimed: the run loop, recorded in the journal, in real time."""
+        ctx = self.context(run_id, Mode.AUTONOMOUS if sink.fence_halt else Mode.APPROVAL,
+                           values, sink, rb, pool, redact)
+        recorder = JournalRecorder(self.journal, run_id, sink, actor=actor)
+        ending = RunLoop(rb, values, recorder, clock=self.run_clock, observer=self.observer,
+                         redact=redact).run(ctx, body)
+        assert recorder.record is not None  # every ending is a transition
+        return ending.exit_code, ending.message, recorder.record
 
     # -- plumbing ----------------------------------------------------------------
 
-    def _context(self, run_id: str, mode: Mode, values: Mapping[str, Any], sink: StepSink,
-                 rb: Runbook, pool: TargetPool, redact: Redactor,
-                 observer: Observer | None = None) -> RunContext:
+    def context(self, run_id: str, mode: Mode, values: Mapping[str, Any], sink: StepSink,
+                rb: Runbook, pool: TargetPool, redact: Redactor,
+                observer: Observer | None = None) -> RunContext:
+        """The context of one run (or plan) of ``rb``, built by the executor's context
+        factory: its deadline starts now."""
         ex = self.config.executor
-        return RunContext(Scope(
+        return self.contexts(Scope(
             run_id=run_id, mode=mode, params=values, sink=sink, pool=pool,
             redact=redact, observer=observer or self.observer,
-            deadline=time.monotonic() + rb.timeout.total_seconds(),
-            output_limit=ex.output_limit, command_timeout=ex.command_timeout))
+            deadline=self.run_clock.now() + rb.timeout.total_seconds(),
+            output_limit=ex.output_limit, command_timeout=ex.command_timeout,
+            clock=self.run_clock))
 
     def journal_plan(self, run_id: str, plan: Plan) -> None:
         """Record what the plan saw and would change, bound to its hash."""
@@ -672,27 +543,9 @@ def _planned(step: dict[str, Any], redact: Redactor) -> PlannedStep:
         data=redact.deep(step.get("data")))
 
 
-def _truth(result: object, what: str) -> tuple[bool, str]:
-    if result is True:
-        return True, ""
-    if result is False:
-        return False, "returned False"
-    if hasattr(result, "ok") and isinstance(getattr(result, "ok", None), bool):
-        return bool(result.ok), "" if result.ok else "the command it returned failed"
-    return False, f"returned {result!r}; a {what} must return True or False"
-
-
 def planning_failed(failure: Failure) -> str:
     """A run's error when its code failed while planning (so before any change)."""
     return f"planning failed: {failure}"
-
-
-def traceback_data(failure: Failure | None,
-                   redact: Callable[[str | None], str | None]) -> dict[str, Any] | None:
-    """A step's or transition's ``data``: the failure's traceback, redacted; None without."""
-    if failure is None or failure.traceback is None:
-        return None
-    return {"traceback": redact(failure.traceback)}
 
 
 def _firing_json(firing: Firing | None) -> dict[str, Any] | None:

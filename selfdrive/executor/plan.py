@@ -85,6 +85,11 @@ class Plan:
     def preconditions_met(self) -> bool:
         return all(c.met for c in self.preconditions)
 
+    @property
+    def unmet(self) -> str:
+        """The unmet preconditions and why, as a run that stops on them says it."""
+        return "; ".join(f"{c.name}: {c.detail}" for c in self.preconditions if not c.met)
+
     @cached_property
     def hash(self) -> str:
         body = {

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selfdrive.sdk.command import Command
-from selfdrive.sdk.vocabulary import Mode
+from selfdrive.sdk.vocabulary import Mode, Outcome
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,10 @@ class CommandResult:
 
     ``planned`` results come from dry-run: the command was recorded, not run; they
     report ``ok`` so that a plan follows the runbook's success path. ``exit_code`` is
-    ``None`` when the outcome is unknown (the command timed out or never started).
+    ``None`` when the command did not finish: ``outcome`` then says, as the target that
+    ran it knows, whether it certainly never started (``not_started``) or may have run
+    (``unknown``, the default: erring towards unknown is deliberate). A result with an
+    exit code is ``finished``; a planned one ``not_started``.
     """
 
     command: Command
@@ -29,6 +32,17 @@ class CommandResult:
     planned: bool = False
     timed_out: bool = False
     error: str | None = field(default=None)
+    outcome: Outcome = Outcome.UNKNOWN
+
+    def __post_init__(self) -> None:
+        if self.planned:
+            object.__setattr__(self, "outcome", Outcome.NOT_STARTED)
+        elif self.exit_code is not None:
+            object.__setattr__(self, "outcome", Outcome.FINISHED)
+        elif self.outcome is Outcome.FINISHED:
+            raise ValueError(f"{self.command}: a finished command has an exit code")
+        elif self.timed_out:
+            object.__setattr__(self, "outcome", Outcome.UNKNOWN)
 
     @property
     def ok(self) -> bool:

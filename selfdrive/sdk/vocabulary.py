@@ -1,4 +1,5 @@
-"""Enums shared by every layer: risk classes, autonomy levels, run modes and states."""
+"""Enums shared by every layer: risk classes, autonomy levels, run modes and states, the
+phases and statuses of a run's steps, and what became of a command."""
 
 from __future__ import annotations
 
@@ -66,6 +67,44 @@ class Mode(enum.StrEnum):
 
 
 _MODE_RANK = {Mode.DRY_RUN: 0, Mode.APPROVAL: 1, Mode.AUTONOMOUS: 2}
+
+
+class Phase(enum.StrEnum):
+    """Where in a run a step happened. Str-valued: the journal and ``--json`` hold the text."""
+
+    PRECONDITION = "precondition"
+    BODY = "body"
+    VERIFY = "verify"
+    ROLLBACK = "rollback"
+
+
+class StepStatus(enum.StrEnum):
+    """How a step ended (``started`` until it has).
+
+    ``failed``: it ran and said no; ``error``: it never started, or selfdrive stopped it
+    (the journal failed, the run was interrupted); ``unknown``: it may have run (timed
+    out, or the connection dropped after it was sent); ``planned``: recorded, not run.
+    """
+
+    STARTED = "started"
+    OK = "ok"
+    FAILED = "failed"
+    ERROR = "error"
+    UNKNOWN = "unknown"
+    PLANNED = "planned"
+
+
+class Outcome(enum.StrEnum):
+    """What became of one command, as the target that ran it knows it.
+
+    Set by each target on its result, never guessed from error text: a command that
+    ``not_started`` certainly changed nothing; an ``unknown`` one may have run in part
+    or in full; a ``finished`` one has an exit code.
+    """
+
+    NOT_STARTED = "not_started"
+    FINISHED = "finished"
+    UNKNOWN = "unknown"
 
 
 class RunState(enum.StrEnum):

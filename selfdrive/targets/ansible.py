@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from selfdrive.sdk.command import MASK
+from selfdrive.sdk.vocabulary import Outcome
 from selfdrive.targets.inventory import HostSpec
 from selfdrive.targets.private import MARK_VARIABLE, kill_marked, private_dir
 
@@ -126,6 +127,16 @@ class PlaybookResult:
     stdout: str = ""
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    #: Set by :func:`run_playbook`: ``not_started`` when ansible-playbook was never
+    #: launched; one that ran to its end (an ``rc``, not timed out or canceled) finished;
+    #: otherwise it may have run in part (unknown).
+    outcome: Outcome = Outcome.UNKNOWN
+
+    def __post_init__(self) -> None:
+        if self.status in ("timeout", "canceled"):
+            object.__setattr__(self, "outcome", Outcome.UNKNOWN)
+        elif self.rc is not None:
+            object.__setattr__(self, "outcome", Outcome.FINISHED)
 
     @property
     def ok(self) -> bool:
@@ -196,12 +207,14 @@ def run_playbook(playbook: str | Path | list[dict[str, Any]], hosts: Sequence[Ho
     binary = ansible_playbook_path()
     if binary is None:
         return PlaybookResult(rc=None, status="error", check=check,
+                              outcome=Outcome.NOT_STARTED,
                               error="ansible-playbook not found beside this Python or on PATH; "
                                     "install ansible-core")
     try:
         from ansible_runner.interface import init_runner  # type: ignore[import-untyped]
     except ImportError as exc:
         return PlaybookResult(rc=None, status="error", check=check,
+                              outcome=Outcome.NOT_STARTED,
                               error=f"ansible-runner cannot be imported: {exc}")
     kwargs: dict[str, Any] = {}
     if isinstance(playbook, list):
@@ -210,6 +223,7 @@ def run_playbook(playbook: str | Path | list[dict[str, Any]], hosts: Sequence[Ho
         path = Path(playbook).resolve()
         if not path.is_file():
             return PlaybookResult(rc=None, status="error", check=check,
+                                  outcome=Outcome.NOT_STARTED,
                                   error=f"playbook {path} is not a file")
         kwargs["playbook"] = path.name
         kwargs["project_dir"] = str(path.parent)

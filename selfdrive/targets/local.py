@@ -17,6 +17,7 @@ from typing import IO
 from selfdrive.config.model import DEFAULT_ENV_ALLOW
 from selfdrive.sdk.command import Command
 from selfdrive.sdk.context import CommandResult
+from selfdrive.sdk.vocabulary import Outcome
 from selfdrive.targets.base import NOT_STARTED, Intent
 from selfdrive.targets.environ import child_environ
 from selfdrive.targets.shell import READER, ScriptError, payload
@@ -66,10 +67,12 @@ class LocalTarget:
         started = time.monotonic()
 
         def failed(error: str) -> CommandResult:
+            """Nothing of the command ran: bash never got its text."""
             if intent is not None:
                 intent(None)
             return CommandResult(command=command, target=self.name, exit_code=None,
-                                 error=error, duration=time.monotonic() - started)
+                                 error=error, duration=time.monotonic() - started,
+                                 outcome=Outcome.NOT_STARTED)
 
         try:
             script = payload(command)
@@ -108,7 +111,8 @@ class LocalTarget:
                 command=command, target=self.name, exit_code=None,
                 stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"),
                 duration=time.monotonic() - started, timed_out=True,
-                error=f"timed out after {timeout:g}s; the process group was killed")
+                error=f"timed out after {timeout:g}s; the process group was killed",
+                outcome=Outcome.UNKNOWN)
         return CommandResult(command=command, target=self.name, exit_code=proc.returncode,
                              stdout=out.decode(errors="replace"),
                              stderr=err.decode(errors="replace"),

@@ -3,7 +3,8 @@
 Failures come back as values. ``run`` never raises for a refused or dropped
 connection, a failed authentication, a host key problem or a timeout; it returns a
 :class:`~selfdrive.sdk.context.CommandResult` with ``exit_code=None`` and a one-line
-``error`` that begins with one of two prefixes:
+``error`` that begins with one of two prefixes, and an ``outcome`` that says the same
+as a value (``not_started`` or ``unknown``: :func:`never_started`, :func:`outcome_unknown`):
 
 ``not started:``
     the command was never sent (DNS, refused, timeout while connecting,
@@ -12,7 +13,7 @@ connection, a failed authentication, a host key problem or a timeout; it returns
 ``outcome unknown:``
     the command was sent and then it timed out (``timed_out=True``; the remote
     process group was killed) or the connection dropped. It may have run in part or
-    in full. :func:`outcome_unknown` tells the two apart for a caller.
+    in full.
 
 How a command runs on the wire: the login shell gets a fixed string, the same for
 every command (see :func:`wrap_command`), so the process list shows nothing of it. It
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from selfdrive.config.remote import SshConfig
 from selfdrive.sdk.command import Command
 from selfdrive.sdk.context import CommandResult
+from selfdrive.sdk.vocabulary import Outcome
 from selfdrive.targets.base import NOT_STARTED, OUTCOME_UNKNOWN, Intent
 from selfdrive.targets.inventory import HostSpec
 from selfdrive.targets.shell import WATCHED_READER, ScriptError, payload
@@ -67,23 +69,14 @@ _INNER = ('printf "@@selfdrive-pgid %s\\n" "$$"; '
 
 
 def outcome_unknown(result: CommandResult) -> bool:
-    """True when ``result`` may hide a command that ran: timed out or dropped after sending.
-
-    The rule, for any target: a result with an exit code, or a planned one, is known; a
-    timed-out one is unknown; otherwise a result without an exit code is unknown unless
-    its ``error`` starts with ``"not started: "``. Erring towards unknown is deliberate.
-    """
-    if result.planned or result.exit_code is not None:
-        return False
-    if result.timed_out:
-        return True
-    return not (result.error or "").startswith(NOT_STARTED)
+    """True when ``result`` may hide a command that ran: timed out or dropped after sending
+    (its ``outcome``, as the target that ran it set it)."""
+    return result.outcome is Outcome.UNKNOWN
 
 
 def never_started(result: CommandResult) -> bool:
-    """True when the command was certainly not sent (its ``error`` says ``not started:``)."""
-    return (result.exit_code is None and not result.planned and not result.timed_out
-            and (result.error or "").startswith(NOT_STARTED))
+    """True when the command was certainly not sent (and not merely planned)."""
+    return result.outcome is Outcome.NOT_STARTED and not result.planned
 
 
 def wrap_command() -> str:
@@ -394,28 +387,32 @@ class SshTarget:
             intent(None)  # before connecting: a connection failure is journaled too
 
         def failed(error: str, **extra: object) -> CommandResult:
+            """The command may have run: it was sent, or may have been."""
             return CommandResult(command=command, target=self.name, exit_code=None,
                                  error=error, duration=time.monotonic() - started,
                                  **extra)  # type: ignore[arg-type]
 
+        def unsent(why: str) -> CommandResult:
+            """The command was certainly never sent."""
+            return failed(NOT_STARTED + why, outcome=Outcome.NOT_STARTED)
+
         try:
             script = payload(command)
         except ScriptError as exc:
-            return failed(f"{NOT_STARTED}{exc}")
+            return unsent(str(exc))
         try:
             chan = self._open_channel()
         except (_ConnectError, _HostKeyError) as exc:
-            return failed(NOT_STARTED + str(exc))
+            return unsent(str(exc))
         if time.monotonic() >= started + timeout:
             chan.close()
-            return failed(f"{NOT_STARTED}the {timeout:g}s timeout passed while connecting to "
-                          f"{self.name}")
+            return unsent(f"the {timeout:g}s timeout passed while connecting to {self.name}")
         try:
             try:
                 chan.exec_command(wrap_command())
             except Exception as exc:
                 if self.connected:
-                    return failed(f"{NOT_STARTED}{self.name} refused to run the command: "
+                    return unsent(f"{self.name} refused to run the command: "
                                   f"{exc or type(exc).__name__}")
                 self.close()
                 return failed(f"{OUTCOME_UNKNOWN}the connection to {self.name} dropped while "

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from selfdrive.executor.clocks import RecordingClock
 from selfdrive.executor.contexts import RunContext, Scope
 from selfdrive.executor.observe import SilentObserver
 from selfdrive.executor.pool import TargetPool
@@ -35,7 +36,7 @@ from selfdrive.sdk.context import (
     RemoteHost,
 )
 from selfdrive.sdk.errors import ReadOnlyViolationError, UsageError
-from selfdrive.sdk.vocabulary import Mode
+from selfdrive.sdk.vocabulary import Mode, Outcome
 from selfdrive.targets.base import Intent
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class _Script:
     error: str | None
     timed_out: bool
     times: int | None
+    outcome: Outcome
     used: int = 0
 
     def matches(self, target: str, masked: str) -> bool:
@@ -158,17 +160,27 @@ class _Tap:
 
 
 class FakeTarget:
-    """A target that answers from the fake's scripts (``Target`` protocol)."""
+    """A target that answers from the fake's scripts (``Target`` protocol).
 
-    def __init__(self, fake: FakeContext, name: str) -> None:
+    A script that times out took the command's whole time limit: on ``clock``, the
+    simulated time moves on by that limit, so the run's deadline passes where a real
+    run's would.
+    """
+
+    def __init__(self, fake: FakeContext, name: str,
+                 clock: RecordingClock | None = None) -> None:
         self._fake = fake
         self.name = name
+        self._clock = clock
 
     def run(self, command: Command, timeout: float, *,
             intent: Intent | None = None) -> CommandResult:
         if intent is not None:
             intent(None)
-        return self._fake._answer(self.name, command)
+        result = self._fake._answer(self.name, command)
+        if result.timed_out and self._clock is not None:
+            self._clock.advance(timeout)
+        return result
 
     def close(self) -> None:
         return None
@@ -177,12 +189,14 @@ class FakeTarget:
 class FakePool(TargetPool):
     """The executor's target pool with every target (local and SSH) a :class:`FakeTarget`."""
 
-    def __init__(self, config: TeamConfig, fake: FakeContext) -> None:
-        super().__init__(config, FakeTarget(fake, "local"))
+    def __init__(self, config: TeamConfig, fake: FakeContext,
+                 clock: RecordingClock | None = None) -> None:
+        super().__init__(config, FakeTarget(fake, "local", clock))
         self._fake = fake
+        self._clock = clock
 
     def ssh(self, spec: HostSpec) -> FakeTarget:
-        return FakeTarget(self._fake, spec.name)
+        return FakeTarget(self._fake, spec.name, self._clock)
 
     def close(self) -> None:
         return None
@@ -196,11 +210,11 @@ class FakeRunContext(RunContext):
         self._fake = fake
 
     def for_phase(self, phase: str, *, readonly: bool, hook: str | None = None) -> RunContext:
-        return FakeRunContext(replace(self._scope, phase=phase, readonly=readonly, hook=hook),
+        return FakeRunContext(replace(self.scope, phase=phase, readonly=readonly, hook=hook),
                               self._fake)
 
     def with_deadline(self, deadline: float) -> RunContext:
-        return FakeRunContext(replace(self._scope, deadline=deadline), self._fake)
+        return FakeRunContext(replace(self.scope, deadline=deadline), self._fake)
 
     def ansible(self, playbook: str | list[dict[str, Any]], *, hosts: str | list[str],
                 extravars: Mapping[str, Any] | None = None, readonly: bool = False,
@@ -264,12 +278,17 @@ class FakeContext(Context):
     def on(self, command: Pattern, *, stdout: str = "", stderr: str = "",
            exit_code: int | None = 0, target: str | Sequence[str] | None = "local",
            times: int | None = None, error: str | None = None,
-           timed_out: bool = False) -> FakeContext:
+           timed_out: bool = False, outcome: Outcome | str = Outcome.UNKNOWN) -> FakeContext:
         """Script what ``command`` returns on ``target``; returns the fake, for chaining.
 
-        ``exit_code=None`` with ``timed_out=True`` or an ``error`` makes an unknown or
-        never-started outcome, as a real target reports them.
+        ``exit_code=None`` makes a command that did not finish: ``timed_out=True`` (it
+        took its whole time limit), or an ``error`` with ``outcome="not_started"`` (it
+        was certainly never sent) or ``"unknown"`` (the default: it may have run), as a
+        real target reports them.
         """
+        outcome = Outcome(outcome)
+        if exit_code is not None and outcome is not Outcome.UNKNOWN:
+            raise ValueError("fake.on(outcome=) is for a command without an exit code")
         if not isinstance(command, str | re.Pattern):
             raise TypeError(f"fake.on(): command must be a string or re.compile(...), "
                             f"not {type(command).__name__}")
@@ -279,7 +298,7 @@ class FakeContext(Context):
             frozenset([target]) if isinstance(target, str) else frozenset(target))
         with self._lock:
             self._scripts.append(_Script(command, targets, stdout, stderr, exit_code, error,
-                                         timed_out, times))
+                                         timed_out, times, outcome))
         return self
 
     def on_ansible(self, playbook: str | None = None, *,
@@ -348,9 +367,10 @@ class FakeContext(Context):
 
     # -- the targets -----------------------------------------------------------------
 
-    def pool(self) -> FakePool:
-        """A target pool for the executor whose every target is this fake."""
-        return FakePool(self.config, self)
+    def pool(self, clock: RecordingClock | None = None) -> FakePool:
+        """A target pool for the executor whose every target is this fake; a command
+        scripted to time out moves ``clock`` on by its time limit."""
+        return FakePool(self.config, self, clock)
 
     def tap(self, sink: StepSink) -> StepSink:
         """Wrap a step sink so the fake knows each command's phase and whether it changes things."""
@@ -395,15 +415,16 @@ class FakeContext(Context):
                                        env=dict(command.masked_env)))
         return CommandResult(command=command, target=target, exit_code=script.exit_code,
                              stdout=script.stdout, stderr=script.stderr,
-                             timed_out=script.timed_out, error=script.error)
+                             timed_out=script.timed_out, error=script.error,
+                             outcome=script.outcome)
 
     def _ansible(self, ctx: RunContext, playbook: str | list[dict[str, Any]], *,
                  hosts: str | list[str], extravars: Mapping[str, Any],
                  readonly: bool) -> AnsibleResult:
         """``ctx.ansible`` as :func:`selfdrive.executor.ansible.run_ansible` records it,
         answered by a script instead of ansible-runner."""
-        s = ctx._scope
-        ctx._check_deadline()
+        s = ctx.scope
+        ctx.check_deadline()
         if not readonly and s.readonly:
             raise ReadOnlyViolationError(f"{s.phase} {s.hook or ''} tried to run a playbook "
                                          f"that changes things; pass readonly=True if it "

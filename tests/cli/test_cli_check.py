@@ -100,6 +100,12 @@ def test_check_false_lets_the_body_go_on(l4: Project, tmp_path: Path) -> None:
     assert "the middle step said 3" in logs.stdout, explain(logs)
 
 
+def _line(path: Path, text: str) -> int:
+    """The number of the one line of ``path`` that holds ``text``."""
+    [number] = [n for n, line in enumerate(path.read_text().splitlines(), 1) if text in line]
+    return number
+
+
 def test_a_command_failing_in_a_precondition_is_the_reason_it_is_unmet(
         l4: Project, tmp_path: Path) -> None:
     l4.runbook("check.py", RUNBOOKS)
@@ -108,8 +114,10 @@ def test_a_command_failing_in_a_precondition_is_the_reason_it_is_unmet(
     code, out = _run(l4, "needs-a-folder", "-p", f"folder={missing}")
     assert code == 4, out
     assert out["run"]["status"] == "precondition_failed"
+    book = l4.root / "runbooks" / "check.py"
+    line = _line(book, "test -d {{ folder }}")
     assert out["message"] == (f"preconditions unmet: folder_exists: test -d {missing} failed "
-                              f"on local: exit code 1")
+                              f"on local: exit code 1 (at {book}:{line}, in folder_exists)")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -120,7 +128,9 @@ def test_a_command_failing_in_a_verification_fails_it_and_rolls_back(
     code, out = _run(l4, "weakly-verified", "-p", f"folder={tmp_path}")
     assert code == 5, out
     assert out["run"]["status"] == "rolled_back"
+    book = l4.root / "runbooks" / "check.py"
+    line = _line(book, "cat -- {{ folder }}/no-such-marker")
     assert out["run"]["error"] == (
         f"verification failed: marker_is_readable: cat -- {tmp_path}/no-such-marker failed on "
-        f"local: exit code 1 (after 1 attempt(s))")
+        f"local: exit code 1 (at {book}:{line}, in marker_is_readable) (after 1 attempt(s))")
     assert list(tmp_path.iterdir()) == []

@@ -17,6 +17,7 @@ from process_support import ProcSampler
 from remote_support import Sshd, cmd, remote_processes, wait_until
 
 from selfdrive.sdk.command import Command, render_command
+from selfdrive.sdk.vocabulary import Outcome
 from selfdrive.targets.inventory import HostSpec
 from selfdrive.targets.ssh import (
     NOT_STARTED,
@@ -311,8 +312,14 @@ def test_outcome_rules_for_any_result() -> None:
     assert not outcome_unknown(CommandResult(command=c, target="t", exit_code=None, planned=True))
     assert outcome_unknown(CommandResult(command=c, target="t", exit_code=None, timed_out=True))
     assert outcome_unknown(CommandResult(command=c, target="t", exit_code=None, error="boom"))
-    assert not outcome_unknown(CommandResult(command=c, target="t", exit_code=None,
-                                             error=NOT_STARTED + "refused"))
+    # The target says a command never started; its error text decides nothing.
+    assert outcome_unknown(CommandResult(command=c, target="t", exit_code=None,
+                                         error=NOT_STARTED + "refused"))
+    refused = CommandResult(command=c, target="t", exit_code=None, error="refused",
+                            outcome=Outcome.NOT_STARTED)
+    assert never_started(refused) and not outcome_unknown(refused)
+    with pytest.raises(ValueError, match="a finished command has an exit code"):
+        CommandResult(command=c, target="t", exit_code=None, outcome=Outcome.FINISHED)
 
 
 @pytest.mark.parametrize("shell", ["sh", "bash"])

@@ -16,6 +16,7 @@ from process_support import ProcSampler, gone_soon, pid_alive
 from pydantic import SecretStr
 
 from selfdrive.sdk.command import Command, render_command
+from selfdrive.sdk.vocabulary import Outcome
 from selfdrive.targets import LocalTarget, Target
 
 MB = 1024 * 1024
@@ -203,9 +204,16 @@ def test_a_nul_in_the_command_is_refused_and_nothing_runs(target, tmp_path):
     result = target.run(Command(masked="touch …", raw=f"touch {marker}\0; rm -rf /x"),
                         timeout=10)
     assert result.exit_code is None and not result.ok
+    assert result.outcome is Outcome.NOT_STARTED  # a value the target sets, not its text
     assert result.error is not None and result.error.startswith("not started: ")
     assert "NUL" in result.error
     assert not marker.exists()
+
+
+def test_each_result_says_what_became_of_its_command(target):
+    assert target.run(cmd("exit 3"), timeout=10).outcome is Outcome.FINISHED
+    timed_out = target.run(cmd("sleep 5"), timeout=0.3)
+    assert timed_out.timed_out and timed_out.outcome is Outcome.UNKNOWN
 
 
 def test_the_default_environment_is_the_allow_list_not_the_runners(monkeypatch):
