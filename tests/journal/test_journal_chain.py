@@ -66,6 +66,7 @@ def test_every_status_change_and_approval_is_chained_with_its_row(journal, path)
     assert journal.approvals.granted("two-approvers", PLAN) == ["bob", "carol"]
 
 
+@pytest.mark.forged_journal
 def test_a_row_status_the_chain_does_not_say_is_not_acted_on(journal, path):
     pending(journal, "run-1")
     behind_its_back(path, "UPDATE runs SET status = 'approved' WHERE id = 'run-1'")

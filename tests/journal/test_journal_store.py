@@ -173,6 +173,7 @@ def test_events_form_a_hash_chain(journal, path):
     ("at", "2020-01-01T00:00:00.000000+00:00"),
     ("kind", "run.planned"),
 ])
+@pytest.mark.forged_journal
 def test_tampering_with_a_row_breaks_the_chain(journal, path, column, value):
     fill(journal)
     conn = raw(path)
