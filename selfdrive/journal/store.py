@@ -22,10 +22,12 @@ module under ``selfdrive/journal/`` that takes the core in its constructor and r
 only through it (``_write`` for a transaction that joins ``atomic``, ``_read``,
 ``_append_event`` when the record belongs in the audit trail); add its tables as the
 next numbered migration; declare it on :class:`~selfdrive.journal.core.Journal` and set
-it in :meth:`SqliteJournal.__init__` beside the others. Keep its SQL portable (``?``
-placeholders, ``ON CONFLICT``, ``RETURNING``) and ask the core for what one database
-alone has, so that a PostgreSQL core can carry the same store unchanged. A store never
-writes ``runs.status``: that is ``runs.transition``'s alone.
+it in :meth:`SqliteJournal.__init__` beside the others. Keep its SQL to what SQLite and
+PostgreSQL share (``ON CONFLICT``, ``RETURNING``, ``CASE`` rather than boolean
+arithmetic; ``?`` placeholders, which a PostgreSQL core rewrites for its driver) and
+ask the core for what one database alone has (``_hint``, ``_columns``,
+``_is_conflict``), so that a PostgreSQL core can carry the same store unchanged. A
+store never writes ``runs.status``: that is ``runs.transition``'s alone.
 """
 
 from __future__ import annotations
