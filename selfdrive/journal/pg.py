@@ -1,0 +1,370 @@
+"""PostgreSQL under the journal: where it is, how to reach it, its schema, its writes.
+
+A team shares one journal across machines with ``journal = "postgresql://user@host/db"``.
+The password never sits in ``selfdrive.toml``: libpq reads it from ``PGPASSWORD`` or a
+password file (``~/.pgpass``, or the one ``PGPASSFILE`` names), as ``psql`` does.
+
+Writes keep SQLite's guarantees by the same means: one writer at a time. Every write
+transaction first takes one transaction-level advisory lock, so a read-modify-write
+(dedup, rate limits, the next link of the audit chain) never races another process on
+any machine, and the lock goes with the transaction, even when its process is killed.
+Columns keep SQLite's types (text timestamps in ISO 8601 UTC, JSON as text, 0/1
+integers), so the stores' SQL and the audit chain's digests are the same on both.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from selfdrive.sdk.errors import (
+    ConfigError,
+    JournalError,
+    JournalLockedError,
+    JournalUnavailableError,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+#: The key of the advisory lock every write transaction takes (any constant will do;
+#: this one spells "selfdriv" in ASCII, so it is recognisable in pg_locks).
+WRITE_LOCK_KEY = 0x73656C6664726976
+
+SCHEMES = ("postgresql", "postgres")
+
+
+def is_url(value: str) -> bool:
+    """Whether a ``journal`` setting names a PostgreSQL database (else a SQLite file)."""
+    return value.split("://", 1)[0].lower() in SCHEMES and "://" in value
+
+
+@dataclass(frozen=True)
+class JournalUrl:
+    """A validated ``postgresql://`` journal address, without a password."""
+
+    url: str
+    user: str | None
+    host: str | None
+    port: int | None
+    database: str
+
+    def __str__(self) -> str:
+        return self.url
+
+    @classmethod
+    def parse(cls, value: str, *, key: str = "journal") -> JournalUrl:
+        """Check what a team wrote; a :class:`ConfigError` naming ``key`` says what is wrong.
+
+        A password in the address is refused, masked in the message: it would sit in the
+        file and in every error that names the journal.
+        """
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"{key}: not a PostgreSQL address ({exc}); expected "
+                              f"postgresql://user@host:port/database") from None
+        if parts.scheme.lower() not in SCHEMES:
+            raise ConfigError(f"{key}: {parts.scheme!r} is not a journal scheme; use "
+                              f"postgresql://user@host/database or a SQLite file path")
+        if parts.password is not None:
+            shown = value.replace(f":{parts.password}@", ":***@", 1)
+            raise ConfigError(f"{key}: {shown} holds a password; a password never goes in "
+                              f"selfdrive.toml: give it in PGPASSWORD or a password file "
+                              f"(~/.pgpass, or PGPASSFILE)")
+        database = unquote(parts.path.lstrip("/"))
+        if not database or "/" in database:
+            raise ConfigError(f"{key}: {value} names no database; expected "
+                              f"postgresql://user@host:port/database")
+        return cls(url=value, user=unquote(parts.username) if parts.username else None,
+                   host=parts.hostname, port=port, database=database)
+
+
+class Row(dict[str, Any]):
+    """A row that answers by column name and by position, as ``sqlite3.Row`` does, so
+    the stores read rows the same way from both databases."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, names: Sequence[str], values: Sequence[Any]) -> None:
+        super().__init__(zip(names, values, strict=True))
+        self._values = tuple(values)
+
+    def __getitem__(self, key: str | int) -> Any:  # type: ignore[override]
+        if isinstance(key, int):
+            return self._values[key]
+        return super().__getitem__(key)
+
+    def keys(self) -> Any:
+        return super().keys()
+
+
+def _row_factory(cursor: Any) -> Any:
+    names = [c.name for c in cursor.description or ()]
+
+    def make(values: Sequence[Any]) -> Row:
+        return Row(names, values)
+
+    return make
+
+
+_PARAM = re.compile(r"%|\?")
+
+
+def translate(sql: str) -> str:
+    """SQLite's ``?`` placeholders as psycopg's ``%s`` (and a literal ``%`` doubled).
+
+    The stores write no ``?`` or ``%`` inside string literals except in ``LIKE``
+    patterns, where doubling ``%`` is exactly what psycopg needs.
+    """
+    return _PARAM.sub(lambda m: "%s" if m.group() == "?" else "%%", sql)
+
+
+class Cursor:
+    """What a store gets back from :meth:`Connection.execute`: rows by name or index."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def fetchone(self) -> Row | None:
+        return self._cursor.fetchone() if self._cursor.description else None
+
+    def fetchall(self) -> list[Row]:
+        return list(self._cursor.fetchall()) if self._cursor.description else []
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self.fetchall())
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
+
+
+class Connection:
+    """One psycopg connection, used like the SQLite one: ``execute(sql, params)``.
+
+    Autocommit outside :meth:`begin_write`/:meth:`commit`; threads share it under the
+    journal's own lock, as they share the SQLite connection.
+    """
+
+    def __init__(self, location: JournalUrl, *, connect_timeout: float,
+                 lock_timeout: float) -> None:
+        self.location = location
+        self.lock_timeout = lock_timeout
+        self.raw = connect(location, timeout=connect_timeout)
+        self._local = threading.local()
+
+    @property
+    def in_transaction(self) -> bool:
+        import psycopg
+
+        return self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        cur = self.raw.cursor(row_factory=_row_factory)
+        cur.execute(translate(sql), tuple(params) if params else None)  # type: ignore[arg-type]
+        return Cursor(cur)
+
+    def begin_write(self) -> None:
+        """Open a write transaction holding the journal's write lock (waiting at most
+        ``lock_timeout`` for it)."""
+        import psycopg
+
+        ms = max(1, int(self.lock_timeout * 1000))
+        self.raw.execute("BEGIN")
+        try:
+            self.raw.execute(f"SET LOCAL lock_timeout = {ms}")
+            self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+        except psycopg.errors.LockNotAvailable:
+            self.rollback()
+            raise JournalLockedError(
+                f"journal {self.location} is locked by another selfdrive writer; waited "
+                f"{self.lock_timeout:g}s, and nothing was written. Retry, or find the "
+                f"session holding it (pg_locks, objid {WRITE_LOCK_KEY & 0xFFFFFFFF})") from None
+        except BaseException:
+            self.rollback()
+            raise
+
+    def commit(self) -> None:
+        self.raw.execute("COMMIT")
+
+    def rollback(self) -> None:
+        import psycopg
+
+        if self.in_transaction:
+            try:
+                self.raw.execute("ROLLBACK")
+            except psycopg.Error:
+                pass
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def connect(location: JournalUrl, *, timeout: float) -> psycopg.Connection[Any]:
+    """Open a connection, or say why not, naming the journal (never its password)."""
+    try:
+        import psycopg
+    except ImportError:
+        raise JournalUnavailableError(
+            f"journal {location}: PostgreSQL journals need psycopg; install it with "
+            f"pip install 'selfdrive[postgres]'") from None
+    try:
+        return psycopg.connect(location.url, autocommit=True,
+                               connect_timeout=max(1, round(timeout)),
+                               application_name="selfdrive")
+    except psycopg.Error as exc:
+        raise JournalUnavailableError(f"journal {location}: cannot connect: "
+                                      f"{_cause(exc)}; nothing was written") from None
+
+
+def _cause(exc: Exception) -> str:
+    """libpq's message, one line, without the server's own address spelled twice."""
+    text = " ".join(str(exc).split())
+    return text.removeprefix("connection failed: ")
+
+
+def error(location: JournalUrl, exc: Exception, doing: str) -> JournalError:
+    """The error to raise for a psycopg error, naming the journal and what failed."""
+    import psycopg
+
+    if isinstance(exc, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+        return JournalLockedError(f"journal {location}: waited too long to {doing}; nothing "
+                                  f"of it was written. Retry")
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        written = "" if doing == "read" else "; nothing of it was written"
+        return JournalUnavailableError(f"journal {location}: cannot {doing}: "
+                                       f"{_cause(exc)}{written}")
+    return JournalError(f"journal {location}: cannot {doing}: {_cause(exc)}")
+
+
+def integrity_errors() -> tuple[type[Exception], ...]:
+    import psycopg
+
+    return (psycopg.IntegrityError,)
+
+
+# -- schema ------------------------------------------------------------------------
+
+_ID = "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"
+
+#: Numbered as SQLite's migrations are, one for one: the same name is the same schema.
+MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("0001_runs_steps_events_flags", (
+        "CREATE TABLE runs (id TEXT PRIMARY KEY, runbook TEXT NOT NULL, mode TEXT NOT NULL, "
+        "status TEXT NOT NULL, risk TEXT, requested_by TEXT NOT NULL, os_user TEXT, "
+        "params TEXT, decision TEXT, firing TEXT, plan_hash TEXT, dedup_key TEXT, owner TEXT, "
+        "error TEXT, runbook_file TEXT, code_digest TEXT, verified INTEGER, "
+        "created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, updated_at TEXT)",
+        "CREATE INDEX idx_runs_runbook_created_at ON runs (runbook, created_at)",
+        "CREATE INDEX idx_runs_status ON runs (status)",
+        "CREATE UNIQUE INDEX idx_runs_dedup_key ON runs (dedup_key)",
+        f"CREATE TABLE steps (id {_ID}, run_id TEXT NOT NULL REFERENCES runs (id), "
+        "seq INTEGER NOT NULL, phase TEXT NOT NULL, kind TEXT NOT NULL, name TEXT, "
+        "target TEXT, command TEXT, readonly INTEGER, planned INTEGER, status TEXT NOT NULL, "
+        "attempt INTEGER, exit_code INTEGER, stdout TEXT, stderr TEXT, truncated INTEGER, "
+        "error TEXT, data TEXT, started_at TEXT NOT NULL, finished_at TEXT, "
+        "duration DOUBLE PRECISION)",
+        "CREATE UNIQUE INDEX idx_steps_run_id_seq ON steps (run_id, seq)",
+        f"CREATE TABLE events (id {_ID}, at TEXT NOT NULL, kind TEXT NOT NULL, "
+        "actor TEXT NOT NULL, run_id TEXT, data TEXT NOT NULL, prev_hash TEXT NOT NULL, "
+        "hash TEXT NOT NULL)",
+        "CREATE INDEX idx_events_run_id ON events (run_id)",
+        "CREATE TABLE flags (name TEXT PRIMARY KEY, value TEXT, set_by TEXT, set_at TEXT)",
+    )),
+    ("0002_locks", (
+        "CREATE TABLE locks (key TEXT PRIMARY KEY, run_id TEXT, owner TEXT, acquired_at TEXT, "
+        "expires_at TEXT)",
+    )),
+    ("0003_approvals", (
+        f"CREATE TABLE approvals (id {_ID}, run_id TEXT NOT NULL REFERENCES runs (id), "
+        "decision TEXT NOT NULL, actor TEXT NOT NULL, os_user TEXT, plan_hash TEXT NOT NULL, "
+        "reason TEXT, at TEXT NOT NULL)",
+        "CREATE INDEX idx_approvals_run_id ON approvals (run_id)",
+        "ALTER TABLE runs ADD COLUMN expires_at TEXT",
+        "ALTER TABLE steps ADD COLUMN plan_hash TEXT",
+        "CREATE INDEX idx_runs_mode_created_at ON runs (mode, created_at)",
+    )),
+    ("0004_alerts_schedules", (
+        f"CREATE TABLE alerts (id {_ID}, received_at TEXT NOT NULL, source TEXT NOT NULL, "
+        "name TEXT, status TEXT NOT NULL, labels TEXT, annotations TEXT, fingerprint TEXT, "
+        "starts_at TEXT, group_key TEXT, matched TEXT, remote TEXT, reason TEXT, "
+        "http_status INTEGER, brief TEXT)",
+        "CREATE INDEX idx_alerts_received_at ON alerts (received_at)",
+        "CREATE INDEX idx_alerts_name_received_at ON alerts (name, received_at)",
+        f"CREATE TABLE alert_runs (id {_ID}, alert_id BIGINT NOT NULL REFERENCES alerts (id), "
+        "runbook TEXT NOT NULL, fingerprint TEXT, dedup_key TEXT, run_id TEXT, "
+        "outcome TEXT NOT NULL, detail TEXT, diagnostic INTEGER, owner TEXT, "
+        "claimed_at TEXT NOT NULL, updated_at TEXT)",
+        "CREATE INDEX idx_alert_runs_alert_id ON alert_runs (alert_id)",
+        "CREATE INDEX idx_alert_runs_runbook_fingerprint_id ON alert_runs "
+        "(runbook, fingerprint, id)",
+        "CREATE UNIQUE INDEX idx_alert_runs_dedup_key ON alert_runs (dedup_key)",
+        "CREATE INDEX idx_alert_runs_run_id ON alert_runs (run_id)",
+        "CREATE TABLE schedules (id TEXT PRIMARY KEY, last_fire TEXT, updated_at TEXT)",
+        f"CREATE TABLE schedule_fires (id {_ID}, schedule_id TEXT NOT NULL, "
+        "fire_time TEXT NOT NULL, status TEXT NOT NULL, run_id TEXT, owner TEXT, "
+        "claimed_at TEXT NOT NULL, finished_at TEXT, detail TEXT)",
+        "CREATE UNIQUE INDEX idx_schedule_fires_schedule_id_fire_time ON schedule_fires "
+        "(schedule_id, fire_time)",
+        "CREATE INDEX idx_schedule_fires_schedule_id_status ON schedule_fires "
+        "(schedule_id, status)",
+    )),
+    ("0005_learning_indexes", (
+        "CREATE INDEX idx_runs_window ON runs (created_at, runbook, mode, status, verified, "
+        "started_at, finished_at, dedup_key, id)",
+        "CREATE INDEX idx_runs_runbook_status_verified_mode ON runs "
+        "(runbook, status, verified, mode)",
+        "CREATE INDEX idx_runs_runbook_started_at ON runs (runbook, started_at)",
+        "CREATE INDEX idx_runs_alert_record ON runs (((firing::jsonb) ->> 'name'), runbook, "
+        "status, verified) WHERE ((firing::jsonb) ->> 'kind') = 'alert'",
+        "CREATE INDEX idx_steps_verify_retried ON steps (started_at, run_id, name, attempt) "
+        "WHERE phase = 'verify' AND kind = 'check' AND attempt > 1 AND status = 'ok'",
+        "CREATE INDEX idx_alerts_uncovered ON alerts (received_at, name, fingerprint) "
+        "WHERE status = 'firing' AND matched = '[]'",
+    )),
+    ("0006_alert_intake_replays_and_refusals", (
+        "ALTER TABLE alerts ADD COLUMN requests INTEGER",
+        "ALTER TABLE alerts ADD COLUMN last_at TEXT",
+        "CREATE TABLE alert_deliveries (key TEXT PRIMARY KEY, alert_id BIGINT NOT NULL, "
+        "seen_at TEXT NOT NULL)",
+        "CREATE INDEX idx_alert_deliveries_seen_at ON alert_deliveries (seen_at)",
+        "CREATE INDEX idx_alerts_resolved ON alerts (fingerprint, source, id) "
+        "WHERE status = 'resolved'",
+    )),
+    ("0007_process_groups", (
+        "ALTER TABLE steps ADD COLUMN pgroup TEXT",
+        "ALTER TABLE locks ADD COLUMN pgroup TEXT",
+    )),
+)
+
+
+def migrate(conn: Connection) -> list[str]:
+    """Apply the migrations this database lacks, in order, under the write lock (so
+    processes opening a new journal at once do not race); the names applied."""
+    from selfdrive.journal.store import utcnow
+
+    conn.begin_write()
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS selfdrive_migrations (name TEXT PRIMARY KEY, "
+                     "applied_at TEXT NOT NULL)")
+        done = {r[0] for r in conn.execute("SELECT name FROM selfdrive_migrations")}
+        applied = []
+        for name, statements in MIGRATIONS:
+            if name in done:
+                continue
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO selfdrive_migrations (name, applied_at) VALUES (?, ?)",
+                         (name, utcnow()))
+            applied.append(name)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return applied
