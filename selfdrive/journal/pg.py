@@ -17,12 +17,10 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
+from selfdrive.config.location import JournalUrl
 from selfdrive.sdk.errors import (
-    ConfigError,
     JournalError,
     JournalLockedError,
     JournalUnavailableError,
@@ -35,56 +33,6 @@ if TYPE_CHECKING:
 #: this one spells "selfdriv" in ASCII, so it is recognisable in pg_locks).
 WRITE_LOCK_KEY = 0x73656C6664726976
 
-SCHEMES = ("postgresql", "postgres")
-
-
-def is_url(value: str) -> bool:
-    """Whether a ``journal`` setting names a PostgreSQL database (else a SQLite file)."""
-    return value.split("://", 1)[0].lower() in SCHEMES and "://" in value
-
-
-@dataclass(frozen=True)
-class JournalUrl:
-    """A validated ``postgresql://`` journal address, without a password."""
-
-    url: str
-    user: str | None
-    host: str | None
-    port: int | None
-    database: str
-
-    def __str__(self) -> str:
-        return self.url
-
-    @classmethod
-    def parse(cls, value: str, *, key: str = "journal") -> JournalUrl:
-        """Check what a team wrote; a :class:`ConfigError` naming ``key`` says what is wrong.
-
-        A password in the address is refused, masked in the message: it would sit in the
-        file and in every error that names the journal.
-        """
-        try:
-            parts = urlsplit(value)
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError(f"{key}: not a PostgreSQL address ({exc}); expected "
-                              f"postgresql://user@host:port/database") from None
-        if parts.scheme.lower() not in SCHEMES:
-            raise ConfigError(f"{key}: {parts.scheme!r} is not a journal scheme; use "
-                              f"postgresql://user@host/database or a SQLite file path")
-        if parts.password is not None:
-            shown = value.replace(f":{parts.password}@", ":***@", 1)
-            raise ConfigError(f"{key}: {shown} holds a password; a password never goes in "
-                              f"selfdrive.toml: give it in PGPASSWORD or a password file "
-                              f"(~/.pgpass, or PGPASSFILE)")
-        database = unquote(parts.path.lstrip("/"))
-        if not database or "/" in database:
-            raise ConfigError(f"{key}: {value} names no database; expected "
-                              f"postgresql://user@host:port/database")
-        return cls(url=value, user=unquote(parts.username) if parts.username else None,
-                   host=parts.hostname, port=port, database=database)
-
-
 class Row(dict[str, Any]):
     """A row that answers by column name and by position, as ``sqlite3.Row`` does, so
     the stores read rows the same way from both databases."""
@@ -95,7 +43,7 @@ class Row(dict[str, Any]):
         super().__init__(zip(names, values, strict=True))
         self._values = tuple(values)
 
-    def __getitem__(self, key: str | int) -> Any:  # type: ignore[override]
+    def __getitem__(self, key: str | int) -> Any:
         if isinstance(key, int):
             return self._values[key]
         return super().__getitem__(key)
@@ -167,7 +115,7 @@ class Connection:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         cur = self.raw.cursor(row_factory=_row_factory)
-        cur.execute(translate(sql), tuple(params) if params else None)  # type: ignore[arg-type]
+        cur.execute(translate(sql), tuple(params) if params else None)
         return Cursor(cur)
 
     def begin_write(self) -> None:
