@@ -54,7 +54,7 @@ class Session:
         from selfdrive.targets.private import private_root, sweep
 
         journal = open_journal(self.config.journal_path, **options)
-        sweep(private_root(self.config.journal_path))
+        sweep(private_root(self.config.state_dir))
         return journal
 
     @cached_property
