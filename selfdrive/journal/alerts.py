@@ -333,13 +333,11 @@ class ScheduleStore:
                          "detail = ? WHERE schedule_id = ? AND fire_time = ?",
                          (now, f"scheduler {busy['owner']} went away during this fire",
                           schedule_id, busy["fire_time"]))
-        try:
-            conn.execute("INSERT INTO schedule_fires (schedule_id, fire_time, status, owner, "
-                         "claimed_at) VALUES (?, ?, 'claimed', ?, ?)",
-                         (schedule_id, fire_time, self._db.owner, now))
-        except Exception as exc:
-            if not self._db._is_conflict(exc):
-                raise
+        claimed = conn.execute("INSERT INTO schedule_fires (schedule_id, fire_time, status, "
+                               "owner, claimed_at) VALUES (?, ?, 'claimed', ?, ?) "
+                               "ON CONFLICT (schedule_id, fire_time) DO NOTHING RETURNING id",
+                               (schedule_id, fire_time, self._db.owner, now)).fetchone()
+        if claimed is None:
             return {"claimed": False, "status": "taken",
                     "detail": f"fire {fire_time} was claimed by another scheduler"}
         return {"claimed": True, "status": "claimed", "detail": None}

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from selfdrive.journal import chain
 from selfdrive.journal.chain import STATUS_KINDS, Disagreement
-from selfdrive.sdk.errors import JournalError
+from selfdrive.sdk.errors import AuditMismatchError, JournalError
 from selfdrive.sdk.vocabulary import RunState
 
 if TYPE_CHECKING:
@@ -179,22 +179,32 @@ class Journal(abc.ABC):
     def _query(self, read: Callable[[Any], T]) -> T:
         """``read`` given the connection, outside any write (errors name the journal)."""
 
-    @abc.abstractmethod
     def _append_event(self, conn: Any, kind: str, actor: str, run_id: str | None,
                       data: dict[str, Any] | None, *, at: str | None = None) -> None:
-        """Chain an event inside a write; ``at`` is the time of the row it records."""
+        """Chain an event inside a write; ``at`` is the time of the row it records.
 
-    @abc.abstractmethod
+        The write holds the journal's single-writer lock, so reading the last link and
+        appending the next cannot interleave with another writer's."""
+        row = conn.execute("SELECT hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
+        prev = row[0] if row else GENESIS
+        at, data_json = at or utcnow(), canonical(data or {})
+        digest = event_digest(prev, at, kind, actor, run_id, data_json)
+        conn.execute("INSERT INTO events (at, kind, actor, run_id, data, prev_hash, hash) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (at, kind, actor, run_id, data_json, prev, digest))
+
     def _check_chain(self, conn: Any, run_id: str, status: str) -> None:
         """Refuse to act on a run whose row status is not the one its chain ends on."""
+        why = chain.status_of(conn, run_id, status)
+        if why is not None:
+            raise AuditMismatchError(f"{why}: the row was changed outside selfdrive, so "
+                                     f"nothing acts on it (`selfdrive audit verify` names "
+                                     f"every such row)")
 
     @abc.abstractmethod
     def _columns(self, conn: Any, table: str) -> tuple[str, ...]:
         """The table's column names, in order."""
 
-    @abc.abstractmethod
-    def _is_conflict(self, exc: BaseException) -> bool:
-        """Whether ``exc`` is a uniqueness violation (a key someone else holds)."""
 
     @abc.abstractmethod
     def _hint(self, index: str) -> str:

@@ -14,12 +14,18 @@ integers), so the stores' SQL and the audit chain's digests are the same on both
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from selfdrive.config.location import JournalUrl
+from selfdrive.journal.alerts import AlertStore, ScheduleStore
+from selfdrive.journal.approvals import ApprovalStore, LockStore
+from selfdrive.journal.core import FlagStore, Journal
+from selfdrive.journal.processes import process_identity
+from selfdrive.journal.runs import RunStore
 from selfdrive.sdk.errors import (
     JournalError,
     JournalLockedError,
@@ -28,6 +34,8 @@ from selfdrive.sdk.errors import (
 
 if TYPE_CHECKING:
     import psycopg
+
+T = TypeVar("T")
 
 #: The key of the advisory lock every write transaction takes (any constant will do;
 #: this one spells "selfdriv" in ASCII, so it is recognisable in pg_locks).
@@ -316,3 +324,127 @@ def migrate(conn: Connection) -> list[str]:
         conn.rollback()
         raise
     return applied
+
+
+# -- the journal -------------------------------------------------------------------
+
+
+class PostgresJournal(Journal):
+    """The shared journal: the same stores as SQLite's, on one PostgreSQL database."""
+
+    def __init__(self, location: JournalUrl, *, busy_timeout: float = 5.0) -> None:
+        self.location = location
+        self.name = str(location)
+        self.busy_timeout = busy_timeout
+        self.owner = process_identity()
+        # One connection, shared by fan-out and notification threads: serialise its use.
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._failed: bool | BaseException = False
+        self._column_names: dict[str, tuple[str, ...]] = {}
+        self.conn = Connection(location, connect_timeout=busy_timeout,
+                               lock_timeout=busy_timeout)
+        try:
+            migrate(self.conn)
+        except psycopg_errors() as exc:
+            self.conn.close()
+            raise error(location, exc, "apply migrations") from None
+        self.runs = RunStore(self)
+        self.approvals = ApprovalStore(self)
+        self.locks = LockStore(self)
+        self.alerts = AlertStore(self)
+        self.schedules = ScheduleStore(self)
+        self.flags = FlagStore(self)
+
+    @contextlib.contextmanager
+    def atomic(self, doing: str) -> Iterator[None]:
+        with self._write(doing):
+            yield
+
+    @contextlib.contextmanager
+    def _write(self, doing: str) -> Iterator[Connection]:
+        with self._lock:
+            if self._depth:
+                # Inside atomic(): join its transaction; a write failing in it fails all.
+                self._depth += 1
+                try:
+                    yield self.conn
+                except psycopg_errors() as exc:
+                    failure = error(self.location, exc, doing)
+                    self._failed = failure
+                    raise failure from None
+                except BaseException as exc:
+                    self._failed = exc if isinstance(exc, JournalError) else True
+                    raise
+                finally:
+                    self._depth -= 1
+                return
+            try:
+                self.conn.begin_write()
+            except psycopg_errors() as exc:
+                raise error(self.location, exc, doing) from None
+            self._depth, self._failed = 1, False
+            try:
+                yield self.conn
+            except psycopg_errors() as exc:
+                self.conn.rollback()
+                raise error(self.location, exc, doing) from None
+            except BaseException:
+                self.conn.rollback()
+                raise
+            finally:
+                self._depth = 0
+            if self._failed:
+                self.conn.rollback()
+                cause = self._failed
+                kind = type(cause) if isinstance(cause, JournalError) else JournalError
+                raise kind(f"journal {self.name}: cannot {doing}: a write in it failed, so "
+                           f"none of it was recorded"
+                           + (f" ({cause})" if isinstance(cause, JournalError) else ""))
+            try:
+                self.conn.commit()
+            except psycopg_errors() as exc:
+                self.conn.rollback()
+                raise error(self.location, exc, doing) from None
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return self._query(lambda conn: [dict(row) for row in conn.execute(sql, params)])
+
+    def _query(self, read: Callable[[Connection], T]) -> T:
+        with self._lock:
+            try:
+                return read(self.conn)
+            except psycopg_errors() as exc:
+                raise error(self.location, exc, "read") from None
+
+    def _columns(self, conn: Connection, table: str) -> tuple[str, ...]:
+        if table not in self._column_names:
+            rows = conn.execute("SELECT column_name FROM information_schema.columns WHERE "
+                                "table_schema = current_schema() AND table_name = ? "
+                                "ORDER BY ordinal_position", (table,))
+            self._column_names[table] = tuple(r[0] for r in rows)
+        return self._column_names[table]
+
+
+    def _hint(self, index: str) -> str:
+        return ""  # PostgreSQL's planner takes no index hints
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+def psycopg_errors() -> tuple[type[Exception], ...]:
+    import psycopg
+
+    return (psycopg.Error,)
+
+
+def open_postgres(location: JournalUrl, *, busy_timeout: float = 5.0,
+                  recover: bool = True) -> PostgresJournal:
+    """Open (migrating) the shared journal; recover runs of this host's dead processes."""
+    journal = PostgresJournal(location, busy_timeout=busy_timeout)
+    if recover:
+        with contextlib.suppress(JournalUnavailableError):
+            journal.runs.recover()
+    return journal

@@ -101,11 +101,12 @@ class RunStore:
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         with self._db._write("record the run request") as conn:
-            try:
-                conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(row.values()))
-            except Exception as exc:
-                if not self._db._is_conflict(exc):
-                    raise
+            # A key someone holds (the run id, the dedup key) inserts nothing: no error
+            # to catch, which would end the whole transaction on PostgreSQL.
+            inserted = conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks}) "
+                                    f"ON CONFLICT DO NOTHING RETURNING id",
+                                    list(row.values())).fetchone()
+            if inserted is None:
                 key = fields.get("dedup_key")
                 held = key and conn.execute("SELECT id, status FROM runs WHERE dedup_key = ?",
                                             (key,)).fetchone()
@@ -114,7 +115,8 @@ class RunStore:
                         f"run {fields.get('id')} not recorded: run {held['id']} "
                         f"({held['status']}) already holds dedup key {key!r}",
                         run_id=held["id"]) from None
-                raise JournalError(f"run {fields.get('id')} not recorded: {exc}") from None
+                raise JournalError(f"run {fields.get('id')} not recorded: a run with that id "
+                                   f"is in the journal already")
             self._db._append_event(conn, "run.requested", actor, row["id"],
                                    {"runbook": row["runbook"],
                                     "params": fields.get("params", {})})

@@ -41,7 +41,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from selfdrive.journal import chain
 from selfdrive.journal.alerts import AlertStore, ScheduleStore
 from selfdrive.journal.approvals import ApprovalStore, LockStore
 from selfdrive.journal.core import (
@@ -63,7 +62,6 @@ from selfdrive.journal.processes import (
 )
 from selfdrive.journal.runs import OWNED_STATES, STEPPING_STATES, RunStore
 from selfdrive.sdk.errors import (
-    AuditMismatchError,
     JournalError,
     JournalLockedError,
     JournalUnavailableError,
@@ -314,26 +312,6 @@ class SqliteJournal(Journal):
             except sqlite3.Error as exc:
                 raise self._error(exc, "read") from None
 
-    def _append_event(self, conn: sqlite3.Connection, kind: str, actor: str,
-                      run_id: str | None, data: dict[str, Any] | None, *,
-                      at: str | None = None) -> None:
-        """Chain an event; ``at`` is the time of the row it records, when it has one."""
-        row = conn.execute("SELECT hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
-        prev = row[0] if row else GENESIS
-        at, data_json = at or utcnow(), canonical(data or {})
-        digest = event_digest(prev, at, kind, actor, run_id, data_json)
-        conn.execute("INSERT INTO events (at, kind, actor, run_id, data, prev_hash, hash) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     (at, kind, actor, run_id, data_json, prev, digest))
-
-    def _check_chain(self, conn: sqlite3.Connection, run_id: str, status: str) -> None:
-        """Refuse to act on a run whose row status is not the one its chain ends on."""
-        why = chain.status_of(conn, run_id, status)
-        if why is not None:
-            raise AuditMismatchError(f"{why}: the row was changed outside selfdrive, so "
-                                     f"nothing acts on it (`selfdrive audit verify` names "
-                                     f"every such row)")
-
     def _columns(self, conn: sqlite3.Connection, table: str) -> tuple[str, ...]:
         """Read once per table: this process migrates the journal only when it opens it."""
         if table not in self._column_names:
@@ -341,8 +319,6 @@ class SqliteJournal(Journal):
             self._column_names[table] = tuple(r[1] for r in rows)
         return self._column_names[table]
 
-    def _is_conflict(self, exc: BaseException) -> bool:
-        return isinstance(exc, sqlite3.IntegrityError)
 
     def _hint(self, index: str) -> str:
         return f"INDEXED BY {index}"
