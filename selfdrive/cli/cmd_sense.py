@@ -19,7 +19,7 @@ from selfdrive.cli.session import Session, session
 
 if TYPE_CHECKING:
     from selfdrive.executor.engine import Executor
-    from selfdrive.journal.store import SqliteJournal
+    from selfdrive.journal.core import Journal
     from selfdrive.triggers.intake import AlertIntake
 
 json_option = click.option("--json", "as_json", is_flag=True,
@@ -40,7 +40,7 @@ def _log(text: str) -> None:
         pass
 
 
-def _executor(s: Session, journal: SqliteJournal) -> Executor:
+def _executor(s: Session, journal: Journal) -> Executor:
     """Unattended runs: nothing to show step by step; approvals notify the team."""
     from selfdrive.executor.engine import Executor
     from selfdrive.executor.observe import SilentObserver
@@ -49,7 +49,7 @@ def _executor(s: Session, journal: SqliteJournal) -> Executor:
                     notifier=s.notifier)
 
 
-def _intake(s: Session, log: Any = _log, journal: SqliteJournal | None = None) -> AlertIntake:
+def _intake(s: Session, log: Any = _log, journal: Journal | None = None) -> AlertIntake:
     from selfdrive.triggers.intake import AlertIntake
 
     journal = journal or s.journal
@@ -280,7 +280,7 @@ def alerts_show(alert_id: int, as_json: bool) -> None:
     s = session()
     row = s.journal.alerts.get(alert_id)
     if row is None:
-        raise UsageError(f"no alert #{alert_id} in {s.config.journal_path} "
+        raise UsageError(f"no alert #{alert_id} in {s.config.journal_location} "
                          f"(`selfdrive alerts` lists them)")
     if not row.get("brief"):  # a diagnostic still running, or linked through a duplicate
         row["brief"] = render_brief(s.journal, alert_id, team=s.config.team)

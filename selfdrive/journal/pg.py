@@ -46,6 +46,7 @@ class Row(dict[str, Any]):
     the stores read rows the same way from both databases."""
 
     __slots__ = ("_values",)
+    _values: tuple[Any, ...]
 
     def __init__(self, names: Sequence[str], values: Sequence[Any]) -> None:
         super().__init__(zip(names, values, strict=True))
@@ -70,15 +71,43 @@ def _row_factory(cursor: Any) -> Any:
 
 
 _PARAM = re.compile(r"%|\?")
+#: SQLite's words that the learning queries use, in PostgreSQL's (the stores need none).
+_JSON_FIELD = re.compile(r"json_extract\((\w+(?:\.\w+)?), '\$\.(\w+)'\)")
+_JULIANDAY = re.compile(r"julianday\(([\w.]+)\)")
+_WEEK = re.compile(r"strftime\('%Y-W%W', ([\w.]+)\)")
+_UNINDEXED = re.compile(r"(?<=[\s(,])\+(?=[A-Za-z_])")
+
+
+def _week(column: str) -> str:
+    # SQLite's %W: weeks start on Monday, days before the year's first Monday are week 00.
+    t = f"(({column})::timestamptz AT TIME ZONE 'UTC')"
+    return (f"(to_char({t}, 'YYYY') || '-W' || lpad(((extract(doy FROM {t})::int - 1 + 7 - "
+            f"((extract(dow FROM {t})::int + 6) % 7)) / 7)::text, 2, '0'))")
+
+
+def dialect(sql: str) -> str:
+    """The few SQLite functions selfdrive's SQL uses, as PostgreSQL says them: JSON
+    fields, seconds between ISO timestamps, SQLite's week numbers, and the unary ``+``
+    SQLite reads as "do not use an index for this column"."""
+    if "json_extract" in sql:
+        sql = _JSON_FIELD.sub(lambda m: f"(({m.group(1)})::jsonb ->> '{m.group(2)}')", sql)
+    if "julianday" in sql:
+        sql = _JULIANDAY.sub(
+            lambda m: f"(extract(epoch FROM ({m.group(1)})::timestamptz) / 86400.0)", sql)
+    if "strftime" in sql:
+        sql = _WEEK.sub(lambda m: _week(m.group(1)), sql)
+    if "+" in sql:
+        sql = _UNINDEXED.sub("", sql)
+    return sql
 
 
 def translate(sql: str) -> str:
-    """SQLite's ``?`` placeholders as psycopg's ``%s`` (and a literal ``%`` doubled).
+    """A statement as psycopg takes it: :func:`dialect`, then SQLite's ``?`` placeholders
+    as ``%s`` (and a literal ``%`` doubled, as in ``LIKE 'alert:%'``).
 
-    The stores write no ``?`` or ``%`` inside string literals except in ``LIKE``
-    patterns, where doubling ``%`` is exactly what psycopg needs.
+    selfdrive's SQL writes no ``?`` inside string literals.
     """
-    return _PARAM.sub(lambda m: "%s" if m.group() == "?" else "%%", sql)
+    return _PARAM.sub(lambda m: "%s" if m.group() == "?" else "%%", dialect(sql))
 
 
 class Cursor:
@@ -335,6 +364,7 @@ class PostgresJournal(Journal):
     def __init__(self, location: JournalUrl, *, busy_timeout: float = 5.0) -> None:
         self.location = location
         self.name = str(location)
+        self.dialect = "postgresql"
         self.busy_timeout = busy_timeout
         self.owner = process_identity()
         # One connection, shared by fan-out and notification threads: serialise its use.
@@ -410,6 +440,9 @@ class PostgresJournal(Journal):
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return self._query(lambda conn: [dict(row) for row in conn.execute(sql, params)])
 
+    def _read_tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._query(lambda conn: [row._values for row in conn.execute(sql, params)])
+
     def _query(self, read: Callable[[Connection], T]) -> T:
         with self._lock:
             try:
@@ -442,7 +475,8 @@ def psycopg_errors() -> tuple[type[Exception], ...]:
 
 def open_postgres(location: JournalUrl, *, busy_timeout: float = 5.0,
                   recover: bool = True) -> PostgresJournal:
-    """Open (migrating) the shared journal; recover runs of this host's dead processes."""
+    """Open (migrating) the shared journal; recover runs of this host's dead processes
+    (a run whose process ran on another host is that host's to recover)."""
     journal = PostgresJournal(location, busy_timeout=busy_timeout)
     if recover:
         with contextlib.suppress(JournalUnavailableError):

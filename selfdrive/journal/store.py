@@ -39,7 +39,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from selfdrive.journal.alerts import AlertStore, ScheduleStore
 from selfdrive.journal.approvals import ApprovalStore, LockStore
@@ -66,6 +66,9 @@ from selfdrive.sdk.errors import (
     JournalLockedError,
     JournalUnavailableError,
 )
+
+if TYPE_CHECKING:
+    from selfdrive.config.location import JournalUrl
 
 T = TypeVar("T")
 
@@ -149,6 +152,7 @@ class SqliteJournal(Journal):
 
         self.path = path
         self.name = str(path)
+        self.dialect = "sqlite"
         self.busy_timeout = busy_timeout
         self.owner = process_identity()
         self._gate = WriteGate(path.with_name(path.name + ".write.lock"))
@@ -323,6 +327,14 @@ class SqliteJournal(Journal):
     def _hint(self, index: str) -> str:
         return f"INDEXED BY {index}"
 
+    def _read_tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        def tuples(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            cursor = conn.cursor()
+            cursor.row_factory = None
+            return cursor.execute(sql, params).fetchall()
+
+        return self._query(tuples)
+
     def _query(self, read: Callable[[sqlite3.Connection], T]) -> T:
         with self._lock:
             try:
@@ -335,13 +347,30 @@ class SqliteJournal(Journal):
             self.conn.close()
 
 
-def open_journal(path: Path, *, busy_timeout: float = 5.0, recover: bool = True) -> SqliteJournal:
+@overload
+def open_journal(location: Path, *, busy_timeout: float = ...,
+                 recover: bool = ...) -> SqliteJournal: ...
+
+
+@overload
+def open_journal(location: Path | JournalUrl, *, busy_timeout: float = ...,
+                 recover: bool = ...) -> Journal: ...
+
+
+def open_journal(location: Path | JournalUrl, *, busy_timeout: float = 5.0,
+                 recover: bool = True) -> Journal:
     """Open (creating and migrating) the journal; recover runs of dead processes.
 
+    ``location`` is a SQLite file or a PostgreSQL address (``TeamConfig.journal_location``).
     A journal that cannot be written (full disk, read-only) can still be read: recovery
-    then waits for the first command that can write it.
+    then waits for the first command that can write it. One that cannot be reached at
+    all raises :class:`JournalUnavailableError` naming it, before anything runs.
     """
-    journal = SqliteJournal(path, busy_timeout=busy_timeout)
+    if not isinstance(location, Path):
+        from selfdrive.journal.pg import open_postgres
+
+        return open_postgres(location, busy_timeout=busy_timeout, recover=recover)
+    journal = SqliteJournal(location, busy_timeout=busy_timeout)
     if recover:
         with contextlib.suppress(JournalUnavailableError):
             journal.runs.recover()

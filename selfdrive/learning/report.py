@@ -22,6 +22,8 @@ from selfdrive.journal.store import Journal
 from selfdrive.learning.queries import (
     FAILURES,
     ROLLBACKS,
+    SUCCEEDED,
+    count_if,
     format_seconds,
     marks,
     read,
@@ -161,9 +163,10 @@ def summary_data(journal: Journal, *, since: str | None, now: datetime,
          "not_run": int(other or 0)}
         for label, ok, bad, other in read_tuples(
             journal,
-            f"SELECT {bucket} AS bucket, SUM(status = 'succeeded'), "
-            f"SUM(started_at IS NOT NULL AND status IN ({marks(FAILURES)})), "
-            f"SUM(started_at IS NULL) FROM runs{where} GROUP BY bucket ORDER BY bucket",
+            f"SELECT {bucket} AS bucket, {count_if(SUCCEEDED)}, "
+            f"{count_if(f'started_at IS NOT NULL AND status IN ({marks(FAILURES)})')}, "
+            f"{count_if('started_at IS NULL')} FROM runs{where} GROUP BY bucket "
+            f"ORDER BY bucket",
             [*FAILURES, *params])]
     # Newest first through the window index (+status keeps SQLite off the status index).
     bad = [*FAILURES]
