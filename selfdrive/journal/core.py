@@ -177,6 +177,10 @@ class Journal(abc.ABC):
     @abc.abstractmethod
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
 
+    @abc.abstractmethod
+    def _after_copy(self, conn: Any, tables: Sequence[str]) -> None:
+        """Rows were copied in with their ids: make the next ids follow them."""
+
     def _read_tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows as plain tuples (a database may answer these faster than dicts)."""
         return [tuple(row.values()) for row in self._read(sql, params)]

@@ -119,6 +119,9 @@ class Cursor:
     def fetchone(self) -> Row | None:
         return self._cursor.fetchone() if self._cursor.description else None
 
+    def fetchmany(self, size: int) -> list[Row]:
+        return list(self._cursor.fetchmany(size)) if self._cursor.description else []
+
     def fetchall(self) -> list[Row]:
         return list(self._cursor.fetchall()) if self._cursor.description else []
 
@@ -154,6 +157,10 @@ class Connection:
         cur = self.raw.cursor(row_factory=_row_factory)
         cur.execute(translate(sql), tuple(params) if params else None)
         return Cursor(cur)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.raw.cursor() as cur:
+            cur.executemany(translate(sql), rows)
 
     def begin_write(self) -> None:
         """Open a write transaction holding the journal's write lock (waiting at most
@@ -461,6 +468,17 @@ class PostgresJournal(Journal):
 
     def _hint(self, index: str) -> str:
         return ""  # PostgreSQL's planner takes no index hints
+
+    def _after_copy(self, conn: Connection, tables: Sequence[str]) -> None:
+        """Identity columns go on from the largest id copied in."""
+        for table in tables:
+            if "id" not in self._columns(conn, table):
+                continue
+            found = conn.execute("SELECT pg_get_serial_sequence(?, 'id')", (table,)).fetchone()
+            if found is None or found[0] is None:
+                continue  # no identity column (runs are keyed by their run id)
+            conn.execute(f"SELECT setval(?, COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) "
+                         f"FROM {table}", (found[0],))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

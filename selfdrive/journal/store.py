@@ -327,6 +327,9 @@ class SqliteJournal(Journal):
     def _hint(self, index: str) -> str:
         return f"INDEXED BY {index}"
 
+    def _after_copy(self, conn: sqlite3.Connection, tables: Sequence[str]) -> None:
+        """Nothing to do: an INTEGER PRIMARY KEY's next id follows the largest one."""
+
     def _read_tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         def tuples(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             cursor = conn.cursor()
