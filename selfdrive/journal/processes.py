@@ -52,7 +52,10 @@ def owner_alive(owner: str) -> bool | None:
         return False
     except PermissionError:
         pass
-    return start in ("?", _start_ticks(pid))
+    fields = _stat(pid)
+    if fields is not None and fields[_STATE] == "Z":
+        return False  # dead, waiting for a parent (or an init that never reaps) to reap it
+    return start in ("?", "?" if fields is None else fields[_START])
 
 
 def group_members(group: str) -> list[int] | None:
