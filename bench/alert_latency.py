@@ -332,7 +332,8 @@ def main() -> None:
             sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
             import pg_support  # the tests' throw-away cluster, stopped when this exits
 
-            url = pg_support.server().url(pg_support.fresh_database())
+            url = pg_support.server(durable=True).url(
+                pg_support.fresh_database(durable=True))
             os.environ["PGPASSWORD"] = pg_support.PASSWORD
             config = f'journal = "{url}"\n' + config
             journal = url

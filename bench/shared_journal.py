@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=int, default=3, help="minute boundaries to watch")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    url = pg_support.server().url(pg_support.fresh_database())
+    url = pg_support.server(durable=True).url(pg_support.fresh_database(durable=True))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SELFDRIVE_")}
     env.update({"PGPASSWORD": pg_support.PASSWORD, "SELFDRIVE_USER": "bench"})
     with tempfile.TemporaryDirectory() as tmp:

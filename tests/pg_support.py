@@ -66,24 +66,25 @@ _server: Postgres | None = None
 _names = itertools.count(1)
 
 
-def server() -> Postgres:
-    """The session's cluster, started on first use."""
+def server(*, durable: bool = False) -> Postgres:
+    """The session's cluster, started on first use. Tests run it with fsync off;
+    ``durable`` (the benchmarks) keeps PostgreSQL's own defaults, fsync on."""
     global _server
     with _lock:
         if _server is None:
-            _server = _start()
+            _server = _start(durable)
         return _server
 
 
-def fresh_database() -> str:
+def fresh_database(*, durable: bool = False) -> str:
     """A new, empty database owned by the journal role; its name."""
-    pg = server()
+    pg = server(durable=durable)
     name = f"j{os.getpid()}_{next(_names)}"
     pg.psql(f"CREATE DATABASE {name} OWNER {USER}")
     return name
 
 
-def _start() -> Postgres:
+def _start(durable: bool) -> Postgres:
     binaries = bindir()
     folder = Path(tempfile.mkdtemp(prefix="selfdrive-pg-"))
     as_owner: list[str] = []
@@ -95,8 +96,9 @@ def _start() -> Postgres:
     subprocess.run([*as_owner, str(binaries / "initdb"), "-D", str(data), "--auth-local=trust",
                     "--auth-host=scram-sha-256", "-U", "postgres", "-E", "UTF8", "--no-sync"],
                    check=True, capture_output=True, timeout=120)
-    options = (f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
-               f"-c full_page_writes=off -c synchronous_commit=off -c max_connections=200")
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    if not durable:
+        options += " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
     start = subprocess.run([*as_owner, str(binaries / "pg_ctl"), "-D", str(data), "-l",
                             str(folder / "log"), "-o", options, "-w", "-t", "60", "start"],
                            capture_output=True, text=True, timeout=120)

@@ -168,10 +168,10 @@ class Connection:
         import psycopg
 
         ms = max(1, int(self.lock_timeout * 1000))
-        self.raw.execute("BEGIN")
         try:
-            self.raw.execute(f"SET LOCAL lock_timeout = {ms}")
-            self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+            # One round trip for the three (no parameters: the simple query protocol).
+            self.raw.execute(f"BEGIN; SET LOCAL lock_timeout = {ms}; "
+                             f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
         except psycopg.errors.LockNotAvailable:
             self.rollback()
             raise JournalLockedError(
