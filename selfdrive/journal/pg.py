@@ -336,11 +336,20 @@ MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+def _applied(conn: Connection) -> set[str]:
+    found = conn.execute("SELECT to_regclass('selfdrive_migrations')").fetchone()
+    if found is None or found[0] is None:
+        return set()
+    return {r[0] for r in conn.execute("SELECT name FROM selfdrive_migrations")}
+
+
 def migrate(conn: Connection) -> list[str]:
     """Apply the migrations this database lacks, in order, under the write lock (so
     processes opening a new journal at once do not race); the names applied."""
     from selfdrive.journal.store import utcnow
 
+    if _applied(conn) >= {name for name, _ in MIGRATIONS}:
+        return []  # the common case: no lock to wait for behind a long write
     conn.begin_write()
     try:
         conn.execute("CREATE TABLE IF NOT EXISTS selfdrive_migrations (name TEXT PRIMARY KEY, "

@@ -3,8 +3,6 @@ and a row changed behind the journal's back is neither acted on nor left unnamed
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,14 +35,7 @@ def approve(journal: SqliteJournal, run_id: str, actor: str, needed: int = 1
                                    expires_at="2999-01-01T00:00:00+00:00")
 
 
-def behind_its_back(path: Path, sql: str, *params: Any) -> None:
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.execute(sql, params)
-    conn.close()
-
-
-def test_every_status_change_and_approval_is_chained_with_its_row(journal, path):
+def test_every_status_change_and_approval_is_chained_with_its_row(journal, outside):
     pending(journal, "approved-then-run")
     assert approve(journal, "approved-then-run", "bob") == (1, True)
     journal.runs.transition("approved-then-run", S.RUNNING, actor="carol", owner=journal.owner)
@@ -67,9 +58,9 @@ def test_every_status_change_and_approval_is_chained_with_its_row(journal, path)
 
 
 @pytest.mark.forged_journal
-def test_a_row_status_the_chain_does_not_say_is_not_acted_on(journal, path):
+def test_a_row_status_the_chain_does_not_say_is_not_acted_on(journal, outside):
     pending(journal, "run-1")
-    behind_its_back(path, "UPDATE runs SET status = 'approved' WHERE id = 'run-1'")
+    outside.execute("UPDATE runs SET status = 'approved' WHERE id = 'run-1'")
     events = len(journal.events())
 
     with pytest.raises(AuditMismatchError, match=(
@@ -84,9 +75,9 @@ def test_a_row_status_the_chain_does_not_say_is_not_acted_on(journal, path):
     assert (found.table, found.row) == ("runs", "run-1")
 
 
-def test_approvals_are_counted_from_the_chain_not_from_rows(journal, path):
+def test_approvals_are_counted_from_the_chain_not_from_rows(journal, outside):
     pending(journal, "run-1")
-    behind_its_back(path, "INSERT INTO approvals (run_id, decision, actor, os_user, plan_hash, "
+    outside.execute("INSERT INTO approvals (run_id, decision, actor, os_user, plan_hash, "
                           "at) VALUES ('run-1', 'approve', 'bob', 'bob', ?, 'now')", PLAN)
 
     assert approve(journal, "run-1", "carol", needed=2) == (1, False)
@@ -97,11 +88,11 @@ def test_approvals_are_counted_from_the_chain_not_from_rows(journal, path):
     assert "approval of run run-1 by bob" in forged.what
 
 
-def test_an_approval_window_or_plan_changed_in_the_row_is_named(journal, path):
+def test_an_approval_window_or_plan_changed_in_the_row_is_named(journal, outside):
     pending(journal, "run-1")
     approve(journal, "run-1", "bob")
     assert journal.disagreements("run-1") == []
-    behind_its_back(path, "UPDATE runs SET expires_at = '3999-01-01T00:00:00+00:00', "
+    outside.execute("UPDATE runs SET expires_at = '3999-01-01T00:00:00+00:00', "
                           "plan_hash = ? WHERE id = 'run-1'", "q" * 64)
 
     found = [d.what for d in journal.disagreements("run-1")]

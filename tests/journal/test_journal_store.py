@@ -1,4 +1,5 @@
-"""The SQLite journal: durability settings, migrations, the hash chain, locking, recovery."""
+"""The journal, on SQLite and on PostgreSQL alike (the ``journal`` fixture is both):
+durability settings, migrations, the hash chain, locking, recovery."""
 
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ def new_run(journal: SqliteJournal, run_id: str = "run-1", **fields: Any):
                                **fields}, actor="alice")
 
 
+EVENTS = "SELECT * FROM events ORDER BY id"
+
+
 def event_rows(path: Path) -> list[dict[str, Any]]:
     conn = raw(path)
     try:
@@ -64,6 +68,7 @@ def chain_breaks(rows: list[dict[str, Any]]) -> list[int]:
 # -- durability settings and migrations ----------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_wal_mode_and_full_sync(journal, path):
     assert journal.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert journal.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
@@ -150,9 +155,9 @@ def fill(journal: SqliteJournal) -> None:
     journal.runs.transition("run-1", S.RUNNING, actor="alice")
 
 
-def test_events_form_a_hash_chain(journal, path):
+def test_events_form_a_hash_chain(journal, outside):
     fill(journal)
-    rows = event_rows(path)
+    rows = outside.rows(EVENTS)
     assert [r["kind"] for r in rows] == ["run.requested", "run.decided", "halt.on",
                                          "note.custom", "halt.off", "run.running"]
     assert rows[0]["prev_hash"] == GENESIS
@@ -174,39 +179,28 @@ def test_events_form_a_hash_chain(journal, path):
     ("kind", "run.planned"),
 ])
 @pytest.mark.forged_journal
-def test_tampering_with_a_row_breaks_the_chain(journal, path, column, value):
+def test_tampering_with_a_row_breaks_the_chain(journal, outside, column, value):
     fill(journal)
-    conn = raw(path)
-    try:
-        conn.execute(f"UPDATE events SET {column} = ? WHERE kind = 'run.decided'", (value,))
-        tampered = conn.execute("SELECT id FROM events WHERE "
-                                "prev_hash = (SELECT hash FROM events WHERE id = 1)").fetchone()
-    finally:
-        conn.close()
-    assert chain_breaks(event_rows(path)) == [tampered["id"]]
+    outside.execute(f"UPDATE events SET {column} = ? WHERE kind = 'run.decided'", value)
+    [tampered] = outside.rows("SELECT id FROM events WHERE "
+                              "prev_hash = (SELECT hash FROM events WHERE id = 1)")
+    assert chain_breaks(outside.rows(EVENTS)) == [tampered["id"]]
 
 
-def test_rewriting_a_hash_or_deleting_a_row_breaks_the_links(journal, path):
+def test_rewriting_a_hash_or_deleting_a_row_breaks_the_links(journal, outside):
     fill(journal)
-    conn = raw(path)
-    try:
-        conn.execute("DELETE FROM events WHERE kind = 'note.custom'")
-    finally:
-        conn.close()
-    rows = event_rows(path)
+    outside.execute("DELETE FROM events WHERE kind = 'note.custom'")
+    rows = outside.rows(EVENTS)
     assert [r["kind"] for r in rows if r["id"] in chain_breaks(rows)] == ["halt.off"]
 
-    conn = raw(path)
-    try:  # recomputing the tampered row's own hash only moves the break to the next row
-        row = conn.execute("SELECT * FROM events WHERE kind = 'halt.off'").fetchone()
-        prev = conn.execute("SELECT hash FROM events WHERE kind = 'halt.on'").fetchone()[0]
-        digest = event_digest(prev, row["at"], row["kind"], row["actor"], row["run_id"],
-                              row["data"])
-        conn.execute("UPDATE events SET prev_hash = ?, hash = ? WHERE id = ?",
-                     (prev, digest, row["id"]))
-    finally:
-        conn.close()
-    rows = event_rows(path)
+    # Recomputing the tampered row's own hash only moves the break to the next row.
+    [row] = outside.rows("SELECT * FROM events WHERE kind = 'halt.off'")
+    [prev] = outside.rows("SELECT hash FROM events WHERE kind = 'halt.on'")
+    digest = event_digest(prev["hash"], row["at"], row["kind"], row["actor"], row["run_id"],
+                          row["data"])
+    outside.execute("UPDATE events SET prev_hash = ?, hash = ? WHERE id = ?", prev["hash"],
+                    digest, row["id"])
+    rows = outside.rows(EVENTS)
     assert [r["kind"] for r in rows if r["id"] in chain_breaks(rows)] == ["run.running"]
 
 
@@ -327,6 +321,7 @@ def test_a_writer_killed_inside_a_transaction_does_not_wedge_the_journal(path):
         journal.close()
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # SQLite's WAL; PostgreSQL's MVCC is its own
 def test_readers_do_not_block_the_writer(journal, path):
     reader = raw(path)
     try:
@@ -383,18 +378,15 @@ def test_transition_of_an_unknown_run_raises(journal):
         journal.runs.transition("nope", S.DECIDED, actor="alice")
 
 
-def test_another_process_may_not_move_an_owned_run(journal, path):
+def test_another_process_may_not_move_an_owned_run(journal, another):
     run = new_run(journal)
     journal.runs.transition(run.id, S.DECIDED, actor="alice")
-    stranger = SqliteJournal(path)
+    stranger = another
     stranger.owner = "elsewhere:1:1"
-    try:
-        with pytest.raises(JournalError, match="owned by"):
-            stranger.runs.transition(run.id, S.RUNNING, actor="mallory")
-        with pytest.raises(JournalError, match="may not act for it"):
-            stranger.runs.begin_step(run.id, phase="body", kind="command")
-    finally:
-        stranger.close()
+    with pytest.raises(JournalError, match="owned by"):
+        stranger.runs.transition(run.id, S.RUNNING, actor="mallory")
+    with pytest.raises(JournalError, match="may not act for it"):
+        stranger.runs.begin_step(run.id, phase="body", kind="command")
     assert journal.runs.get(run.id).status is S.DECIDED
 
 
