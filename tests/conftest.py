@@ -3,6 +3,8 @@ histories (see :mod:`selfdrive.journal.history`)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
@@ -50,12 +52,49 @@ def _legal_run_histories(request: pytest.FixtureRequest) -> Iterator[None]:
     the test opened) must hold, for every run, a status history that is a legal path
     through the run state machine ending at the run's status. Torn down after the
     test's other fixtures, so servers and workers it started have stopped writing."""
+    databases = _pg_databases()
     yield
+    forged = request.node.get_closest_marker("forged_journal") is not None
+    # PostgreSQL journals the test made (tests/pg_support.py), checked the same way.
+    if not forged:
+        _fail(_pg_problems(_pg_databases()[len(databases):]), "this test left on PostgreSQL")
     tmp = request.node.funcargs.get("tmp_path")
     if not isinstance(tmp, Path):
         return
-    if request.node.get_closest_marker("forged_journal"):
+    if forged:
         _FORGED.add(tmp)
         return
     _SEEN.add(tmp)
     _fail(_problems(tmp), "this test left")
+
+
+def _pg_databases() -> list[str]:
+    """The PostgreSQL databases made so far (none unless a test asked for the server)."""
+    support = sys.modules.get("pg_support")
+    return list(support.created) if support is not None else []
+
+
+def _pg_problems(names: list[str]) -> list[str]:
+    if not names:
+        return []
+    import pg_support
+
+    from selfdrive.config.location import JournalUrl
+    from selfdrive.journal.history import illegal_histories
+    from selfdrive.journal.pg import Connection
+
+    problems = []
+    for name in names:
+        os.environ.setdefault("PGPASSWORD", pg_support.PASSWORD)
+        conn = Connection(JournalUrl.parse(pg_support.server().url(name)), connect_timeout=10,
+                          lock_timeout=10)
+        try:
+            found = conn.execute("SELECT to_regclass('events')").fetchone()
+            if found is None or found[0] is None:
+                continue  # never opened as a journal
+            conn.raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")  # one snapshot
+            problems.extend(f"{name}: {p}" for p in illegal_histories(conn))
+        finally:
+            conn.rollback()
+            conn.close()
+    return problems

@@ -64,6 +64,8 @@ def free_port() -> int:
 _lock = threading.Lock()
 _server: Postgres | None = None
 _names = itertools.count(1)
+#: Every database made, in order (tests/conftest.py checks each test's journals in them).
+created: list[str] = []
 
 
 def server(*, durable: bool = False) -> Postgres:
@@ -81,6 +83,7 @@ def fresh_database(*, durable: bool = False) -> str:
     pg = server(durable=durable)
     name = f"j{os.getpid()}_{next(_names)}"
     pg.psql(f"CREATE DATABASE {name} OWNER {USER}")
+    created.append(name)
     return name
 
 

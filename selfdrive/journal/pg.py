@@ -41,31 +41,46 @@ T = TypeVar("T")
 #: this one spells "selfdriv" in ASCII, so it is recognisable in pg_locks).
 WRITE_LOCK_KEY = 0x73656C6664726976
 
-class Row(dict[str, Any]):
-    """A row that answers by column name and by position, as ``sqlite3.Row`` does, so
-    the stores read rows the same way from both databases."""
+class Row:
+    """A row as ``sqlite3.Row`` is one: by column name or by position, iterating its
+    values, ``keys()`` for ``dict(row)``; so the stores read rows the same way from
+    both databases (``for run_id, status in conn.execute(...)`` included)."""
 
-    __slots__ = ("_values",)
-    _values: tuple[Any, ...]
+    __slots__ = ("_index", "_values")
 
-    def __init__(self, names: Sequence[str], values: Sequence[Any]) -> None:
-        super().__init__(zip(names, values, strict=True))
+    def __init__(self, index: dict[str, int], values: Sequence[Any]) -> None:
+        self._index = index
         self._values = tuple(values)
 
     def __getitem__(self, key: str | int) -> Any:
         if isinstance(key, int):
             return self._values[key]
-        return super().__getitem__(key)
+        return self._values[self._index[key]]
 
-    def keys(self) -> Any:
-        return super().keys()
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Row) and other._values == self._values \
+            and other._index == self._index
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+    def __repr__(self) -> str:
+        return f"Row({dict(zip(self._index, self._values, strict=True))!r})"
 
 
 def _row_factory(cursor: Any) -> Any:
-    names = [c.name for c in cursor.description or ()]
+    index = {c.name: n for n, c in enumerate(cursor.description or ())}
 
     def make(values: Sequence[Any]) -> Row:
-        return Row(names, values)
+        return Row(index, values)
 
     return make
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from selfdrive import RunState
-from selfdrive.journal import SqliteJournal, event_digest
+from selfdrive.journal import Journal, SqliteJournal, event_digest
 from selfdrive.journal.audit import verify
 from selfdrive.journal.core import canonical
-from selfdrive.journal.history import journal_problems
+from selfdrive.journal.history import illegal_histories, journal_problems
 from selfdrive.sdk.errors import IllegalTransitionError, JournalError, UsageError
 
 S = RunState
@@ -33,31 +33,30 @@ def waiting(journal: SqliteJournal, run_id: str) -> None:
     journal.runs.transition(run_id, S.PENDING_APPROVAL, actor="alice", plan_hash="p" * 64)
 
 
-def forge(path: Path, *sql: str) -> None:
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        for statement in sql:
-            conn.execute(statement)
-    finally:
-        conn.close()
+def problems(journal: Journal) -> list[str]:
+    """The invariant's findings on ``journal``, whichever database it is."""
+    if isinstance(journal, SqliteJournal):
+        return journal_problems(journal.path)
+    return journal._query(illegal_histories)
 
 
-def chain_status_event(path: Path, run_id: str, kind: str, data: dict[str, Any]) -> None:
+def forge(outside: Any, *sql: str) -> None:
+    for statement in sql:
+        outside.execute(statement)
+
+
+def chain_status_event(outside: Any, run_id: str, kind: str, data: dict[str, Any]) -> None:
     """Append a status event that is a perfect link of the chain, as someone holding the
-    file and the code could: ``audit verify`` cannot tell it from a real one."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        prev = conn.execute("SELECT hash FROM events ORDER BY id DESC LIMIT 1").fetchone()[0]
-        at, body = "2026-01-01T00:00:00.000000+00:00", canonical(data)
-        conn.execute("INSERT INTO events (at, kind, actor, run_id, data, prev_hash, hash) "
-                     "VALUES (?, ?, 'mallory', ?, ?, ?, ?)",
-                     (at, kind, run_id, body, prev,
-                      event_digest(prev, at, kind, "mallory", run_id, body)))
-    finally:
-        conn.close()
+    database and the code could: ``audit verify`` cannot tell it from a real one."""
+    [last] = outside.rows("SELECT hash FROM events ORDER BY id DESC LIMIT 1")
+    prev = last["hash"]
+    at, body = "2026-01-01T00:00:00.000000+00:00", canonical(data)
+    outside.execute("INSERT INTO events (at, kind, actor, run_id, data, prev_hash, hash) "
+                    "VALUES (?, ?, 'mallory', ?, ?, ?, ?)", at, kind, run_id, body, prev,
+                    event_digest(prev, at, kind, "mallory", run_id, body))
 
 
-def test_every_kind_of_status_change_leaves_a_legal_history(journal, path):
+def test_every_kind_of_status_change_leaves_a_legal_history(journal):
     """Transitions, an approval, a denial, an interrupt and a rollback: all one move."""
     waiting(journal, "approved")
     journal.approvals.approve("approved", actor="bob", os_user="bob", plan_hash="p" * 64,
@@ -76,53 +75,53 @@ def test_every_kind_of_status_change_leaves_a_legal_history(journal, path):
 
     assert [journal.runs.get(r).status for r in ("approved", "denied", "stopped", "undone")] \
         == [S.APPROVED, S.DENIED, S.INTERRUPTED, S.ROLLED_BACK]
-    assert journal_problems(path) == []
+    assert problems(journal) == []
 
 
 @pytest.mark.forged_journal
-def test_a_row_changed_behind_selfdrives_back_breaks_the_invariant(journal, path):
+def test_a_row_changed_behind_selfdrives_back_breaks_the_invariant(journal, outside):
     new_run(journal)
     journal.runs.transition("run-1", S.DECIDED, actor="alice")
-    assert journal_problems(path) == []
+    assert problems(journal) == []
 
-    forge(path, "UPDATE runs SET status = 'succeeded' WHERE id = 'run-1'")
+    forge(outside, "UPDATE runs SET status = 'succeeded' WHERE id = 'run-1'")
 
-    assert journal_problems(path) == [
+    assert problems(journal) == [
         "run run-1: its history ends decided (event 2), but its row says succeeded"]
 
 
 @pytest.mark.forged_journal
-def test_a_forged_move_that_the_audit_chain_cannot_see_breaks_the_invariant(journal, path):
+def test_a_forged_move_that_the_audit_chain_cannot_see_breaks_the_invariant(journal, outside):
     """A status event that is a valid link, with a row to match: ``audit verify`` passes,
     but requested → succeeded is no move of the state machine."""
     new_run(journal)
-    chain_status_event(path, "run-1", "run.succeeded", {"from": "requested"})
-    forge(path, "UPDATE runs SET status = 'succeeded' WHERE id = 'run-1'")
+    chain_status_event(outside, "run-1", "run.succeeded", {"from": "requested"})
+    forge(outside, "UPDATE runs SET status = 'succeeded' WHERE id = 'run-1'")
 
     assert verify(journal).ok
-    assert journal_problems(path) == [
+    assert problems(journal) == [
         "run run-1: requested -> succeeded (event 2) is not a move of the run state machine"]
 
 
 @pytest.mark.forged_journal
-def test_a_history_that_does_not_start_requested_or_misstates_where_it_left(journal, path):
+def test_a_history_that_does_not_start_requested_or_misstates_where_it_left(journal, outside):
     new_run(journal, "run-1")
-    chain_status_event(path, "run-1", "run.decided", {"from": "requested"})
-    forge(path, "DELETE FROM events WHERE id = 1",
+    chain_status_event(outside, "run-1", "run.decided", {"from": "requested"})
+    forge(outside, "DELETE FROM events WHERE id = 1",
           "UPDATE runs SET status = 'decided' WHERE id = 'run-1'")
     new_run(journal, "run-2")
-    chain_status_event(path, "run-2", "run.decided", {"from": "running"})
-    forge(path, "UPDATE runs SET status = 'decided' WHERE id = 'run-2'")
+    chain_status_event(outside, "run-2", "run.decided", {"from": "running"})
+    forge(outside, "UPDATE runs SET status = 'decided' WHERE id = 'run-2'")
     new_run(journal, "run-3")
-    forge(path, "DELETE FROM runs WHERE id = 'run-3'")
+    forge(outside, "DELETE FROM runs WHERE id = 'run-3'")
 
-    assert journal_problems(path) == [
+    assert problems(journal) == [
         "run run-1: its history starts decided (event 2), not requested",
         "run run-2: event 4 says it moved from running, but the run was requested",
         "run run-3: the chain has its status history but there is no such run"]
 
 
-def test_an_illegal_move_names_run_from_and_to_and_writes_nothing(journal, path):
+def test_an_illegal_move_names_run_from_and_to_and_writes_nothing(journal):
     new_run(journal)
     before = (journal.runs.get("run-1"), len(journal.events()))
 
@@ -134,7 +133,7 @@ def test_an_illegal_move_names_run_from_and_to_and_writes_nothing(journal, path)
     assert (caught.value.run_id, caught.value.current, caught.value.to) == (
         "run-1", "requested", "succeeded")
     assert (journal.runs.get("run-1"), len(journal.events())) == before
-    assert journal_problems(path) == []
+    assert problems(journal) == []
 
 
 def test_an_illegal_move_inside_atomic_rolls_back_the_whole(journal):
@@ -160,7 +159,7 @@ def test_a_status_event_cannot_be_written_around_the_move(journal):
     assert [e.kind for e in journal.events()] == ["run.requested"]
 
 
-def test_a_denial_of_a_running_run_is_refused_before_anything_is_written(journal, path):
+def test_a_denial_of_a_running_run_is_refused_before_anything_is_written(journal):
     new_run(journal)
     journal.runs.transition("run-1", S.DECIDED, actor="alice")
     journal.runs.transition("run-1", S.RUNNING, actor="alice")
@@ -168,7 +167,7 @@ def test_a_denial_of_a_running_run_is_refused_before_anything_is_written(journal
         journal.approvals.deny("run-1", actor="bob", os_user="bob", reason="no",
                                plan_hash="p" * 64)
     assert journal.approvals.of_run("run-1") == []
-    assert journal_problems(path) == []
+    assert problems(journal) == []
 
 
 def test_only_the_move_writes_a_run_status():
