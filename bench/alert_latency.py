@@ -23,6 +23,11 @@ least any system that journals an alert and then runs a shell step pays here.
     .venv/bin/python bench/alert_latency.py -n 200 --threads 2 --json
     .venv/bin/python bench/alert_latency.py --rate 100       # paced: 100 alerts/s in all
     .venv/bin/python bench/alert_latency.py --dir /some/disk # put the journal there
+    .venv/bin/python bench/alert_latency.py --postgres       # selfdrive on a PostgreSQL journal
+
+With ``--postgres`` selfdrive's journal is a database on a throw-away PostgreSQL
+cluster this script starts on loopback (Debian's ``postgresql`` package, as the tests
+use it); the bare handler and the floor runner are the same as without it.
 """
 
 from __future__ import annotations
@@ -250,18 +255,26 @@ SELFDRIVE_FIRST_STEPS = (
 FLOOR_FIRST_STEPS = "SELECT n, started_at FROM steps"
 
 
-def first_steps(journal: Path, n: int, timeout: float, *, floor: bool = False
+def _rows(journal: Path | str, sql: str) -> list[tuple[Any, ...]]:
+    if isinstance(journal, str):  # a PostgreSQL address
+        import psycopg
+
+        with psycopg.connect(journal, autocommit=True) as pg:
+            return list(pg.execute(sql).fetchall())
+    conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def first_steps(journal: Path | str, n: int, timeout: float, *, floor: bool = False
                 ) -> dict[int, float]:
     """Alert number → wall time of its run's first live step, once all n exist."""
     deadline = time.monotonic() + timeout
     found: dict[int, float] = {}
     while time.monotonic() < deadline:
-        conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10)
-        try:
-            rows = conn.execute(FLOOR_FIRST_STEPS if floor else SELFDRIVE_FIRST_STEPS
-                                ).fetchall()
-        finally:
-            conn.close()
+        rows = _rows(journal, FLOOR_FIRST_STEPS if floor else SELFDRIVE_FIRST_STEPS)
         if floor:
             found = {int(k): float(v) for k, v in rows}
         else:
@@ -292,6 +305,8 @@ def main() -> None:
                     help="no runbook matches: the receiver journals alerts and runs nothing")
     ap.add_argument("--dir", type=Path, default=None, help="where the tmp project goes")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--postgres", action="store_true",
+                    help="selfdrive's journal on a throw-away PostgreSQL cluster")
     ap.add_argument("--no-floor", action="store_true",
                     help="skip the floor runner (journal row + worker process + bash per alert)")
     ap.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
@@ -310,8 +325,19 @@ def main() -> None:
         (root / "runbooks" / "bench.py").write_text(
             RUNBOOK.replace('alert("BenchAlert"', 'alert("NoSuchAlert"') if args.no_match
             else RUNBOOK)
-        (root / "selfdrive.toml").write_text(CONFIG.format(
-            workers=args.workers, server_threads=args.server_threads, nice=args.nice))
+        config = CONFIG.format(workers=args.workers, server_threads=args.server_threads,
+                               nice=args.nice)
+        journal: Path | str = root / ".selfdrive" / "journal.db"
+        if args.postgres:
+            sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+            import pg_support  # the tests' throw-away cluster, stopped when this exits
+
+            url = pg_support.server(durable=True).url(
+                pg_support.fresh_database(durable=True))
+            os.environ["PGPASSWORD"] = pg_support.PASSWORD
+            config = f'journal = "{url}"\n' + config
+            journal = url
+        (root / "selfdrive.toml").write_text(config)
 
         bare, bare_port = start([sys.executable, __file__, "--bare-server",
                                  "--server-threads", str(args.server_threads)],
@@ -344,8 +370,7 @@ def main() -> None:
         try:
             got = burst(port, "/alerts/alertmanager", args.n, args.threads, "bench",
                         args.rate)
-            steps = {} if args.no_match else first_steps(root / ".selfdrive" / "journal.db",
-                                                         args.n, 600)
+            steps = {} if args.no_match else first_steps(journal, args.n, 600)
         finally:
             stop(receiver)
 
@@ -369,14 +394,15 @@ def main() -> None:
         "throughput_ratio": got["throughput"] / floor["throughput"],
         "last_first_step_after_burst_s": (max(steps.values()) - max(got["sent"].values())
                                           if steps else None),
-        "no_match": args.no_match,
+        "no_match": args.no_match, "journal": "postgresql" if args.postgres else "sqlite",
     }
     if args.json:
         print(json.dumps(result, indent=2))
         return
     lat, rh, bh = (result["alert_to_first_step_ms"], result["receiver_http_ms"],
                    result["bare_http_ms"])
-    print(f"{args.n} distinct alerts, {args.threads} client threads"
+    print(f"{args.n} distinct alerts, {args.threads} client threads, "
+          f"{result['journal']} journal"
           + (f", paced at {args.rate:g}/s" if args.rate else ", as fast as they go")
           + (", matching no runbook" if args.no_match else ""))
     if not args.no_match:

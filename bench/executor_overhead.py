@@ -52,8 +52,8 @@ from selfdrive.targets.local import LocalTarget
 TARGET_MS = 2.0
 #: Journal methods that write: each its own BEGIN IMMEDIATE … COMMIT, or part of a
 #: larger one inside ``Journal.atomic`` (transactions are counted from the COMMITs).
-JOURNAL_WRITES = ("begin_step", "finish_step", "create_run", "transition", "event",
-                  "acquire_lock", "release_lock", "set_flag")
+JOURNAL_WRITES = ("runs.begin_step", "runs.finish_step", "runs.create", "runs.transition",
+                  "event", "locks.acquire", "locks.release", "flags.set")
 
 
 def make_runbook(steps: int) -> Any:
@@ -75,7 +75,11 @@ class Timers:
         self._wrapped: list[tuple[Any, str, Any]] = []
 
     def wrap(self, obj: Any, attr: str, label: str) -> None:
-        """Time ``obj.attr`` from now on; skip names this version does not have."""
+        """Time ``obj.attr`` (a dotted path: ``runs.get``) from now on; skip names this
+        version does not have."""
+        *path, attr = attr.split(".")
+        for step in path:
+            obj = getattr(obj, step, None)
         original: Callable[..., Any] | None = getattr(obj, attr, None)
         if original is None:
             return
@@ -143,8 +147,8 @@ def setup(folder: Path, steps: int, sync: str, timers: Timers | None) -> Executo
     if timers is not None:
         for name in JOURNAL_WRITES:
             timers.wrap(journal, name, f"journal.{name}")
-        for name in ("get_run", "count_runs", "recent_outcomes", "verified_successes",
-                     "get_flag"):
+        for name in ("runs.get", "runs.count", "runs.recent_outcomes",
+                     "runs.verified_successes", "flags.get"):
             timers.wrap(journal, name, f"journal.{name} (read)")
         for name in ("plan", "decide", "journal_plan", "_journal_plan"):
             timers.wrap(executor, name, f"executor.{name}")
@@ -190,7 +194,7 @@ def measure(folder: Path, steps: int, repeats: int, sync: str) -> dict[str, Any]
 
     journal = executor.journal
     assert isinstance(journal, SqliteJournal)
-    latest = journal.runs(limit=1)[0]
+    latest = journal.runs.find(limit=1)[0]
     step_rows = write_count(journal, latest.id)
     journal.close()
 

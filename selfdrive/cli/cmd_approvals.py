@@ -26,7 +26,7 @@ def _age(iso: str) -> str:
 
 
 def _change_steps(run_id: str, plan_hash: str | None) -> list[StepRecord]:
-    steps = session().journal.steps(run_id)
+    steps = session().journal.runs.steps(run_id)
     return [s for s in steps
             if s.planned and s.plan_hash == plan_hash and s.phase.startswith("plan:")]
 
@@ -111,7 +111,7 @@ def resume(run_id: str, params: tuple[str, ...], as_json: bool) -> None:
 
     s = session()
     executor = s.executor(quiet=as_json)
-    before = s.journal.get_run(run_id)
+    before = s.journal.runs.get(run_id)
     result = do_resume(executor, run_id, actor=s.actor, secrets=parse_params(params))
     if as_json:
         emit_json(_outcome_json(result))

@@ -203,8 +203,8 @@ def history(name: str | None, statuses: tuple[str, ...], limit: int, as_json: bo
 
     s = session()
     sweep_expired(s.executor(quiet=True))  # a window that closed shows as expired, not pending
-    runs = s.journal.runs(runbook=name, status=statuses, limit=limit)
-    alert_ids = s.journal.run_alert_ids([r.id for r in runs])
+    runs = s.journal.runs.find(runbook=name, status=statuses, limit=limit)
+    alert_ids = s.journal.alerts.run_alert_ids([r.id for r in runs])
     if as_json:
         emit_json([_run_json(r, alert_ids) for r in runs])
         return
@@ -232,10 +232,10 @@ def logs(run_id: str, as_json: bool) -> None:
     s = session()
     sweep_expired(s.executor(quiet=True))
     journal = s.journal
-    run = journal.get_run(run_id)
-    steps = journal.steps(run.id)
-    approvals = journal.approvals(run.id)
-    alert_ids = journal.run_alert_ids([run.id])
+    run = journal.runs.get(run_id)
+    steps = journal.runs.steps(run.id)
+    approvals = journal.approvals.of_run(run.id)
+    alert_ids = journal.alerts.run_alert_ids([run.id])
     unbacked = [str(d) for d in journal.disagreements(run.id)]
     # Where the runbook's code failed: on its step, or on the run when it failed
     # while planning (no step of its own).

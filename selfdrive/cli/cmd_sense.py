@@ -19,7 +19,7 @@ from selfdrive.cli.session import Session, session
 
 if TYPE_CHECKING:
     from selfdrive.executor.engine import Executor
-    from selfdrive.journal.store import SqliteJournal
+    from selfdrive.journal.core import Journal
     from selfdrive.triggers.intake import AlertIntake
 
 json_option = click.option("--json", "as_json", is_flag=True,
@@ -40,7 +40,7 @@ def _log(text: str) -> None:
         pass
 
 
-def _executor(s: Session, journal: SqliteJournal) -> Executor:
+def _executor(s: Session, journal: Journal) -> Executor:
     """Unattended runs: nothing to show step by step; approvals notify the team."""
     from selfdrive.executor.engine import Executor
     from selfdrive.executor.observe import SilentObserver
@@ -49,7 +49,7 @@ def _executor(s: Session, journal: SqliteJournal) -> Executor:
                     notifier=s.notifier)
 
 
-def _intake(s: Session, log: Any = _log, journal: SqliteJournal | None = None) -> AlertIntake:
+def _intake(s: Session, log: Any = _log, journal: Journal | None = None) -> AlertIntake:
     from selfdrive.triggers.intake import AlertIntake
 
     journal = journal or s.journal
@@ -195,7 +195,7 @@ def trigger(alertname: str, labels: tuple[str, ...], annotations: tuple[str, ...
     alert = Alert(**{**parsed[0].as_json(), "source": "cli"})
     received = intake.receive([alert], remote=f"cli:{s.actor}")[0]
     results = [intake.run(job) for job in received.jobs]
-    record = s.journal.get_alert(received.alert_id) or {}
+    record = s.journal.alerts.get(received.alert_id) or {}
     if as_json:
         emit_json({"alert": _alert_json(record),
                    "runs": [{"runbook": r.job.runbook, "exit_code": r.exit_code,
@@ -241,7 +241,7 @@ def alerts(ctx: click.Context, limit: int, name: str | None, as_json: bool) -> N
     """List received alerts, newest first: what matched, what ran (`alerts show ID`)."""
     if ctx.invoked_subcommand is not None:
         return
-    rows = session().journal.alerts(limit=limit, name=name)
+    rows = session().journal.alerts.find(limit=limit, name=name)
     if as_json:
         emit_json([_alert_json(r) for r in rows])
         return
@@ -278,9 +278,9 @@ def alerts_show(alert_id: int, as_json: bool) -> None:
     from selfdrive.triggers.brief import render_brief
 
     s = session()
-    row = s.journal.get_alert(alert_id)
+    row = s.journal.alerts.get(alert_id)
     if row is None:
-        raise UsageError(f"no alert #{alert_id} in {s.config.journal_path} "
+        raise UsageError(f"no alert #{alert_id} in {s.config.journal_location} "
                          f"(`selfdrive alerts` lists them)")
     if not row.get("brief"):  # a diagnostic still running, or linked through a duplicate
         row["brief"] = render_brief(s.journal, alert_id, team=s.config.team)
@@ -380,7 +380,7 @@ def _list_schedules(s: Session, schedules: list[Any], as_json: bool) -> None:
         rows.append({"id": sc.id, "runbook": sc.runbook, "cron": sc.expression,
                      "timezone": sc.timezone, "grace": sc.grace.total_seconds(),
                      "source": sc.source, "params": dict(sc.params),
-                     "last_fire": s.journal.schedule_last_fire(sc.id),
+                     "last_fire": s.journal.schedules.last_fire(sc.id),
                      "next_fire": sc.next_after(now).astimezone(UTC).isoformat()})
     if as_json:
         emit_json(rows)

@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "deny": (_A, "deny", "Deny a pending run."),
     "resume": (_A, "resume", "Run an approved run (its plan and approvers checked again)."),
     "audit": (_A, "audit", "Verify the journal's hash chain, or print its head."),
+    "journal": ("selfdrive.cli.cmd_journal", "journal",
+                "Copy the journal to another database (SQLite or PostgreSQL)."),
     "new": ("selfdrive.cli.cmd_author", "new", "Scaffold a runbook and its test (pytest-ready)."),
     "stats": ("selfdrive.cli.cmd_learn", "stats", "Track records per runbook and alert."),
     "learn": ("selfdrive.cli.cmd_learn", "learn", "Recommendations from the journal."),

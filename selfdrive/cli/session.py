@@ -14,7 +14,7 @@ NOTIFY_FLUSH_SECONDS = 10.0
 if TYPE_CHECKING:
     from selfdrive.config.model import TeamConfig
     from selfdrive.executor.engine import Executor
-    from selfdrive.journal.store import SqliteJournal
+    from selfdrive.journal.core import Journal
     from selfdrive.notify.webhook import Notifier
     from selfdrive.registry.load import Registry
 
@@ -25,7 +25,7 @@ class Session:
     def __init__(self, obj: dict[str, Any]) -> None:
         self._config_path = obj.get("config_path")
         self._acting_as = obj.get("acting_as")
-        self._journal: SqliteJournal | None = None
+        self._journal: Journal | None = None
 
     @cached_property
     def config(self) -> TeamConfig:
@@ -41,20 +41,20 @@ class Session:
         return load_registry(self.config.runbook_dirs, entry_points=self.config.entry_points)
 
     @property
-    def journal(self) -> SqliteJournal:
+    def journal(self) -> Journal:
         if self._journal is None:
             self._journal = self.open_journal()
         return self._journal
 
-    def open_journal(self, **options: Any) -> SqliteJournal:
+    def open_journal(self, **options: Any) -> Journal:
         """A new connection to the team's journal, after crash recovery: runs of dead
         processes are marked interrupted, and what their playbooks left on disk (it may
         hold secrets) is removed."""
         from selfdrive.journal.store import open_journal
         from selfdrive.targets.private import private_root, sweep
 
-        journal = open_journal(self.config.journal_path, **options)
-        sweep(private_root(self.config.journal_path))
+        journal = open_journal(self.config.journal_location, **options)
+        sweep(private_root(self.config.state_dir))
         return journal
 
     @cached_property

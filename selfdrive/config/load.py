@@ -152,7 +152,7 @@ def parse_config(data: dict[str, object], path: Path) -> TeamConfig:
         problems = []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            msg = err["msg"]
+            msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check the spelling; see the README's configuration section)"
             elif err["type"] == "missing":

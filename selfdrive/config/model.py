@@ -9,7 +9,7 @@ import pwd
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import (
     BaseModel,
@@ -27,7 +27,11 @@ from selfdrive.config.sense import (
     check_timezone,
     duration_setting,
 )
+from selfdrive.sdk.errors import ConfigError
 from selfdrive.sdk.vocabulary import Level, Risk
+
+if TYPE_CHECKING:
+    from selfdrive.config.location import JournalUrl
 
 #: The built-in runbook library: a folder of runbook files shipped inside the package.
 LIBRARY_DIR = Path(__file__).resolve().parent.parent / "library"
@@ -329,9 +333,44 @@ class TeamConfig(_Strict):
     def root(self) -> Path:
         return self._path.parent if self._path else Path.cwd()
 
+    @field_validator("journal")
+    @classmethod
+    def _journal(cls, value: str) -> str:
+        from selfdrive.config.location import JournalUrl, is_url
+
+        if is_url(value):
+            found = JournalUrl.check(value)
+            if isinstance(found, str):
+                raise ValueError(found)
+        elif not value.strip():
+            raise ValueError("empty; give a SQLite file path or a postgresql:// address")
+        return value
+
+    @property
+    def journal_location(self) -> Path | JournalUrl:
+        """The team's journal: a SQLite file, or a PostgreSQL database shared by several
+        machines (``journal = "postgresql://user@host/db"``)."""
+        from selfdrive.config.location import JournalUrl, is_url
+
+        if is_url(self.journal):
+            return JournalUrl.parse(self.journal)
+        return (self.root / self.journal).resolve()
+
     @property
     def journal_path(self) -> Path:
-        return (self.root / self.journal).resolve()
+        """The SQLite journal's file (a PostgreSQL journal has none: see
+        :attr:`journal_location`)."""
+        location = self.journal_location
+        if not isinstance(location, Path):
+            raise ConfigError(f"journal {location} is a PostgreSQL database, not a file")
+        return location
+
+    @property
+    def state_dir(self) -> Path:
+        """This machine's working files (Ansible's private folders): beside a SQLite
+        journal, or in ``.selfdrive/`` of the project for a PostgreSQL one."""
+        location = self.journal_location
+        return location.parent if isinstance(location, Path) else self.root / ".selfdrive"
 
     @property
     def runbook_dirs(self) -> list[Path]:

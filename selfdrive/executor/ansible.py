@@ -93,7 +93,7 @@ def run_ansible(ctx: RunContext, playbook: str | list[dict[str, Any]], *,
                                       detail=s.redact(event.message) or None))
 
     result = run_playbook(source, specs, known_hosts=config.ssh.known_hosts_path(config.root),
-                          private_root=private_root(config.journal_path),
+                          private_root=private_root(config.state_dir),
                           environ=child_environ(config.executor.env_allow),
                           extravars=plain, check=check,
                           secrets=s.redact.secrets,

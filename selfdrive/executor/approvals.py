@@ -50,11 +50,11 @@ def sweep_expired(executor: Executor) -> list[str]:
     """End every pending or approved run whose window passed as ``expired``."""
     now = _now(executor)
     expired = []
-    for run in executor.journal.runs(status=[S.PENDING_APPROVAL.value, S.APPROVED.value],
+    for run in executor.journal.runs.find(status=[S.PENDING_APPROVAL.value, S.APPROVED.value],
                                      limit=100_000):
         if run.expires_at and datetime.fromisoformat(run.expires_at) <= now:
             try:
-                record = executor.journal.transition(
+                record = executor.journal.runs.transition(
                     run.id, S.EXPIRED, actor="selfdrive",
                     error=f"the approval window closed at {run.expires_at}",
                     data={"expires_at": run.expires_at})
@@ -84,7 +84,7 @@ def approve(executor: Executor, run_id: str, *, actor: str, os_user: str,
             reason: str | None = None) -> ApprovalResult:
     """Record ``actor``'s approval of the run's current plan."""
     sweep_expired(executor)
-    run = executor.journal.get_run(run_id)
+    run = executor.journal.runs.get(run_id)
     _must_wait(run, "approved")
     ok, why = counts_as_approver(executor, run, actor)
     if not ok:
@@ -94,11 +94,11 @@ def approve(executor: Executor, run_id: str, *, actor: str, os_user: str,
     risk = Risk.parse(run.risk)
     needed = executor.config.approvals.needed(risk)
     expires = (_now(executor) + executor.config.approvals.expiry).isoformat()
-    counted, approved = executor.journal.record_approval(
+    counted, approved = executor.journal.approvals.approve(
         run.id, actor=actor, os_user=os_user, plan_hash=run.plan_hash or "", reason=reason,
         counts=lambda who: counts_as_approver(executor, run, who)[0], needed=needed,
         expires_at=expires)
-    record = executor.journal.get_run(run.id)
+    record = executor.journal.runs.get(run.id)
     executor.notify("approval.granted", record, actor=actor,
                     detail=f"{counted} of {needed} approval(s)"
                            + ("; ready to resume" if approved else ""))
@@ -109,9 +109,9 @@ def deny(executor: Executor, run_id: str, *, actor: str, os_user: str,
          reason: str) -> RunRecord:
     """End a waiting run as ``denied``; nothing of it runs."""
     sweep_expired(executor)
-    run = executor.journal.get_run(run_id)
+    run = executor.journal.runs.get(run_id)
     _must_wait(run, "denied")
-    record = executor.journal.record_denial(run.id, actor=actor, os_user=os_user,
+    record = executor.journal.approvals.deny(run.id, actor=actor, os_user=os_user,
                                             reason=reason, plan_hash=run.plan_hash or "")
     executor.notify("approval.denied", record, actor=actor, detail=reason)
     return record
@@ -121,7 +121,7 @@ def resume(executor: Executor, run_id: str, *, actor: str,
            secrets: Mapping[str, Any] | None = None) -> RunOutcome:
     """Run an approved run, after checking its approvals and its plan once more."""
     sweep_expired(executor)
-    run = executor.journal.get_run(run_id)
+    run = executor.journal.runs.get(run_id)
     if run.status is not S.APPROVED:
         raise ApprovalRefusedError(_why_not_resumable(executor, run))
     _backed_by_the_chain(executor, run, actor)
@@ -133,13 +133,13 @@ def resume(executor: Executor, run_id: str, *, actor: str,
 
     risk = Risk.parse(run.risk)
     needed = executor.config.approvals.needed(risk)
-    approvers = executor.journal.granted(run.id, run.plan_hash or "")
+    approvers = executor.journal.approvals.granted(run.id, run.plan_hash or "")
     still = [a for a in approvers if counts_as_approver(executor, run, a)[0]]
     if len(still) < needed:
         gone = sorted(set(approvers) - set(still))
         why = (f"approver(s) {', '.join(gone)} no longer count under the current rules; "
                f"{len(still)} of {needed} approval(s) remain")
-        record = executor.journal.transition(
+        record = executor.journal.runs.transition(
             run.id, S.PENDING_APPROVAL, actor=actor, owner=None, error=why,
             expires_at=(_now(executor) + executor.config.approvals.expiry).isoformat(),
             data={"why": why})
@@ -151,7 +151,7 @@ def resume(executor: Executor, run_id: str, *, actor: str,
     if plan.hash != run.plan_hash:
         why = (f"the plan changed since it was approved ({(run.plan_hash or '')[:12]} → "
                f"{plan.hash[:12]}); it needs approving again")
-        record = executor.journal.transition(
+        record = executor.journal.runs.transition(
             run.id, S.PENDING_APPROVAL, actor=actor, owner=None, plan_hash=plan.hash,
             error=why,
             expires_at=(_now(executor) + executor.config.approvals.expiry).isoformat(),
@@ -167,7 +167,7 @@ def resume(executor: Executor, run_id: str, *, actor: str,
             rb, run.id, values, redact, actor, lock_key, fence_halt=False,
             resumed={"plan_hash": plan.hash, "approvers": still})
     except JournalError:
-        now = executor.journal.get_run(run.id)
+        now = executor.journal.runs.get(run.id)
         if now.status is not S.APPROVED or now.owner not in (None, executor.journal.owner):
             raise ApprovalRefusedError(f"run {run.id} was resumed by someone else first; it "
                                        f"is {now.status.value}") from None
@@ -179,12 +179,12 @@ def resume(executor: Executor, run_id: str, *, actor: str,
 def pending(executor: Executor) -> list[tuple[RunRecord, list[ApprovalRecord], int]]:
     """Runs waiting for a human (after expiring stale ones), oldest first."""
     sweep_expired(executor)
-    runs = executor.journal.runs(status=[S.PENDING_APPROVAL.value, S.APPROVED.value],
+    runs = executor.journal.runs.find(status=[S.PENDING_APPROVAL.value, S.APPROVED.value],
                                  limit=100_000)
     out = []
     for run in sorted(runs, key=lambda r: r.created_at):
-        chained = set(executor.journal.granted(run.id, run.plan_hash or ""))
-        approvals = [a for a in executor.journal.approvals(run.id)  # those the chain backs
+        chained = set(executor.journal.approvals.granted(run.id, run.plan_hash or ""))
+        approvals = [a for a in executor.journal.approvals.of_run(run.id)  # those the chain backs
                      if a.plan_hash == run.plan_hash and a.decision == "approve"
                      and a.actor in chained]
         out.append((run, approvals, executor.config.approvals.needed(Risk.parse(run.risk))))
@@ -216,7 +216,7 @@ def _must_wait(run: RunRecord, verb: str) -> None:
 def _why_not_resumable(executor: Executor, run: RunRecord) -> str:
     if run.status is S.PENDING_APPROVAL:
         needed = executor.config.approvals.needed(Risk.parse(run.risk))
-        have = len(executor.journal.granted(run.id, run.plan_hash or ""))
+        have = len(executor.journal.approvals.granted(run.id, run.plan_hash or ""))
         return (f"run {run.id} is not approved yet ({have} of {needed} approval(s) for plan "
                 f"{(run.plan_hash or '')[:12]}); `selfdrive approve {run.id}`")
     if run.status is S.DENIED:

@@ -136,7 +136,7 @@ class Executor:
         """What guardrails read for ``rb``: the halt switch and recent autonomous runs."""
         since = (self.clock() - self.config.guardrails.rate_window).astimezone(UTC)
         since_text = since.isoformat(timespec="microseconds")
-        own, total = self.journal.rate_counts(since=since_text, mode=Mode.AUTONOMOUS.value,
+        own, total = self.journal.runs.rate_counts(since=since_text, mode=Mode.AUTONOMOUS.value,
                                               runbook=rb.name)
         return Situation(halts=halts(self.journal), autonomous_runs_of_runbook=own,
                          autonomous_runs_total=total)
@@ -278,14 +278,14 @@ class Executor:
                 if fresh != seen:
                     decision = self.decide(rb, request, targets=len(plan.targets),
                                            situation=fresh)
-            self.journal.create_run({
+            self.journal.runs.create({
                 "id": run_id, "runbook": rb.name, "mode": decision.mode.value,
                 "risk": rb.risk.name, "requested_by": actor, "os_user": request.os_user,
                 "params": rb.masked_params(values), "runbook_file": rb.location,
                 "code_digest": plan.code_digest, "dedup_key": request.dedup_key,
                 "firing": _firing_json(request.firing),
             }, actor=actor)
-            run = self.journal.transition(
+            run = self.journal.runs.transition(
                 run_id, S.DECIDED, actor=actor, plan_hash=plan.hash,
                 decision={"mode": decision.mode.value, "reasons": list(decision.reasons),
                           "rule": decision.rule.value},
@@ -334,23 +334,23 @@ class Executor:
             # The runbook's code ran (planning runs it) and failed: a failed run that
             # started, for stats, learn and reports alike.
             error = redact(planning_failed(plan_failure))
-            record = self.journal.transition(run.id, S.FAILED, actor=actor, error=error,
+            record = self.journal.runs.transition(run.id, S.FAILED, actor=actor, error=error,
                                              started_at=planning_started,
                                              data=traceback_data(plan_failure, redact))
             return exit_code(S.FAILED), error or "", record
         if not plan.preconditions_met:
             unmet = plan.unmet
             if decision.mode is Mode.DRY_RUN:
-                record = self.journal.transition(run.id, S.PLANNED, actor=actor,
+                record = self.journal.runs.transition(run.id, S.PLANNED, actor=actor,
                                                  error=f"preconditions unmet: {unmet}")
                 return exit_code(S.PLANNED, cause=S.PRECONDITION_FAILED), (
                     f"planned; preconditions unmet ({unmet}): a run would stop before any "
                     f"change"), record
-            record = self.journal.transition(run.id, S.PRECONDITION_FAILED, actor=actor,
+            record = self.journal.runs.transition(run.id, S.PRECONDITION_FAILED, actor=actor,
                                              error=f"preconditions unmet: {unmet}")
             return exit_code(S.PRECONDITION_FAILED), f"preconditions unmet: {unmet}", record
         if decision.mode is Mode.DRY_RUN:
-            record = self.journal.transition(run.id, S.PLANNED, actor=actor)
+            record = self.journal.runs.transition(run.id, S.PLANNED, actor=actor)
             if only_planned is not None:
                 return (exit_code(S.PLANNED),
                         f"planned only, not run: {only_planned}; nothing was changed", record)
@@ -380,19 +380,19 @@ class Executor:
         writes only: the caller holds them in one transaction."""
         if lock_key is not None:
             # Twice the timeout: the rollback gets a fresh budget of its own.
-            holder = self.journal.acquire_lock(lock_key, run_id,
+            holder = self.journal.locks.acquire(lock_key, run_id,
                                                ttl=2 * rb.timeout.total_seconds() + 60)
             if holder == run_id:
                 raise JournalError(f"run {run_id} is being run by another process")
             if holder is not None:
                 why = f"lock {lock_key!r} is held by run {holder}"
-                record = self.journal.transition(run_id, S.SKIPPED, actor=actor, error=why)
+                record = self.journal.runs.transition(run_id, S.SKIPPED, actor=actor, error=why)
                 return _Start(sink=None, skipped=(exit_code(S.SKIPPED),
                                                   f"skipped: {why}; nothing was changed",
                                                   record))
         sink = JournalSink(self.journal, run_id, fence_halt=fence_halt)
         # This transition is the claim: of two processes resuming one run, one wins here.
-        self.journal.transition(run_id, S.RUNNING, actor=actor, owner=self.journal.owner)
+        self.journal.runs.transition(run_id, S.RUNNING, actor=actor, owner=self.journal.owner)
         if resumed is not None:
             self.journal.event("run.resumed", actor=actor, run_id=run_id, data=resumed)
         if rb.preconditions:
@@ -415,7 +415,7 @@ class Executor:
         finally:
             if lock_key is not None:
                 with contextlib.suppress(JournalError):
-                    self.journal.release_lock(lock_key, run_id)
+                    self.journal.locks.release(lock_key, run_id)
 
     def _stopped(self, run_id: str, actor: str, exc: JournalError) -> RunStoppedError:
         """The journal failed under a running run, which stopped before its next step.
@@ -424,7 +424,7 @@ class Executor:
         selfdrive command does it (crash recovery: this process, its owner, will be gone).
         """
         try:
-            marked = self.journal.interrupt_run(
+            marked = self.journal.runs.interrupt(
                 run_id, actor=actor, reason=f"the journal failed under it: {exc}")
             now = ("it is marked interrupted" if marked.status is S.INTERRUPTED
                    else f"it is {marked.status.value}")
@@ -456,7 +456,7 @@ class Executor:
         elif rules.needed(rb.risk) > 1:
             why = f"{rb.risk.name} risk needs {rules.needed(rb.risk)} distinct approvers"
             message = f"{why}; run {run.id} waits for them"
-        record = self.journal.transition(
+        record = self.journal.runs.transition(
             run.id, S.PENDING_APPROVAL, actor=actor, owner=None,
             expires_at=(self.clock() + rules.expiry).astimezone(UTC).isoformat(),
             data={"plan_hash": plan.hash, "why": why or "asked at the terminal"})
@@ -466,15 +466,15 @@ class Executor:
             return record, False, message
         assert approver is not None
         if not approver(record, plan, decision):
-            record = self.journal.record_denial(run.id, actor=actor, os_user=os_user,
+            record = self.journal.approvals.deny(run.id, actor=actor, os_user=os_user,
                                                 reason="denied at the prompt",
                                                 plan_hash=plan.hash)
             return record, False, f"denied by {actor}; nothing was changed"
-        self.journal.record_approval(
+        self.journal.approvals.approve(
             run.id, actor=actor, os_user=os_user, plan_hash=plan.hash,
             reason="approved at the terminal", counts=lambda _: True, needed=1,
             expires_at=(self.clock() + rules.expiry).astimezone(UTC).isoformat())
-        return self.journal.get_run(run.id), True, ""
+        return self.journal.runs.get(run.id), True, ""
 
     def notify(self, event: str, run: RunRecord, *, actor: str, reasons: Sequence[str] = (),
                detail: str = "") -> None:
@@ -512,7 +512,7 @@ class Executor:
 
     def journal_plan(self, run_id: str, plan: Plan) -> None:
         """Record what the plan saw and would change, bound to its hash."""
-        self.journal.add_plan_steps(run_id, plan.hash, [
+        self.journal.runs.add_plan_steps(run_id, plan.hash, [
             {"phase": f"plan:{step.phase}", "kind": step.kind, "name": step.name,
              "target": step.target, "command": step.command, "readonly": step.readonly,
              "planned": step.is_change, "stdout": step.text, "data": step.data,
@@ -556,7 +556,7 @@ def _firing_json(firing: Firing | None) -> dict[str, Any] | None:
 
 def halts(journal: Journal) -> tuple[Halt, ...]:
     """Every reason the halt switch is on, oldest first; empty when it is off."""
-    return tuple(_halt(e) for e in flag_entries(journal.get_flag(HALT_FLAG)))
+    return tuple(_halt(e) for e in flag_entries(journal.flags.get(HALT_FLAG)))
 
 
 def _halt(entry: dict[str, Any]) -> Halt:
@@ -569,7 +569,7 @@ def halt(journal: Journal, *, by: str, reason: str, now: datetime) -> tuple[Halt
     """Turn the halt switch on, or add a reason to it: no autonomous run starts, running
     ones stop at their next change. Reasons add up (two incidents, two people); returns
     them all."""
-    entries = journal.append_flag(HALT_FLAG, {"by": by, "reason": reason,
+    entries = journal.flags.append(HALT_FLAG, {"by": by, "reason": reason,
                                               "since": now.isoformat()}, actor=by)
     return tuple(_halt(e) for e in entries)
 
@@ -578,4 +578,4 @@ def unhalt(journal: Journal, *, by: str) -> tuple[Halt, ...]:
     """Turn the halt switch off, clearing every reason; returns them (empty: it was off)."""
     if not halts(journal):
         return ()
-    return tuple(_halt(e) for e in journal.set_flag(HALT_FLAG, None, actor=by))
+    return tuple(_halt(e) for e in journal.flags.set(HALT_FLAG, None, actor=by))

@@ -81,7 +81,7 @@ class JournalRecorder:
 
     def transition(self, state: RunState, *, data: dict[str, Any] | None = None,
                    **fields: Any) -> None:
-        self.record = self.journal.transition(self.run_id, state, actor=self.actor, data=data,
+        self.record = self.journal.runs.transition(self.run_id, state, actor=self.actor, data=data,
                                               **fields)
 
     def together(self, doing: str) -> contextlib.AbstractContextManager[None]:

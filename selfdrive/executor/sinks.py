@@ -50,7 +50,7 @@ class JournalSink:
     def begin(self, phase: str, kind: str, **fields: Any) -> int:
         self._go_on()
         try:
-            return self.journal.begin_step(self.run_id, phase=phase, kind=kind,
+            return self.journal.runs.begin_step(self.run_id, phase=phase, kind=kind,
                                            fence_halt=self.fence_halt
                                            and kind in ("command", "ansible")
                                            and not fields.get("readonly"), **fields)
@@ -61,7 +61,7 @@ class JournalSink:
     def finish(self, token: int, status: str, **fields: Any) -> None:
         self._go_on()
         try:
-            self.journal.finish_step(token, status=status, **fields)
+            self.journal.runs.finish_step(token, status=status, **fields)
         except JournalError as exc:
             self.failed = exc
             raise

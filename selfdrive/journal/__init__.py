@@ -1,4 +1,5 @@
-"""SQLite journal: runs, steps, hash-chained events, flags; numbered migrations."""
+"""The journal: a database core (SQLite; numbered migrations, hash-chained events) and
+narrow stores on it for runs, approvals, locks, alerts, schedules and flags."""
 
 from selfdrive.journal.records import RunRecord, StepRecord
 from selfdrive.journal.store import (

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, replace
 
 from selfdrive.journal.chain import Disagreement
-from selfdrive.journal.store import GENESIS, SqliteJournal, event_digest
+from selfdrive.journal.core import GENESIS, Journal, event_digest
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,13 @@ class AuditReport:
         return self.broken is None and not self.disagreements
 
 
-def head(journal: SqliteJournal) -> tuple[int | None, str]:
+def head(journal: Journal) -> tuple[int | None, str]:
     """The last event's id and digest: anchor it outside the journal."""
     rows = journal._read("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1")
     return (rows[0]["id"], rows[0]["hash"]) if rows else (None, GENESIS)
 
 
-def verify(journal: SqliteJournal, *, expect_head: str | None = None) -> AuditReport:
+def verify(journal: Journal, *, expect_head: str | None = None) -> AuditReport:
     """Recompute every link; report the first event whose link or digest is wrong, and
     every runs or approvals row that disagrees with the chain.
 
@@ -49,7 +49,7 @@ def verify(journal: SqliteJournal, *, expect_head: str | None = None) -> AuditRe
                    approvals=counts["approvals"])
 
 
-def _walk(journal: SqliteJournal, expect_head: str | None) -> AuditReport:
+def _walk(journal: Journal, expect_head: str | None) -> AuditReport:
     prev, prev_id, checked = GENESIS, None, 0
     # The genesis digest (what `head` prints for an empty journal) anchors every chain.
     seen_expected = expect_head is None or expect_head == GENESIS

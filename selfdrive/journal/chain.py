@@ -77,7 +77,7 @@ def granted(conn: sqlite3.Connection, run_id: str, plan_hash: str) -> list[sqlit
 def out_of_place(conn: sqlite3.Connection, event: sqlite3.Row) -> str | None:
     """Why ``event`` is not a link of the chain where it stands (None when it is): its
     digest, its link to the event before it and the next event's link to it."""
-    from selfdrive.journal.store import GENESIS, event_digest
+    from selfdrive.journal.core import GENESIS, event_digest
 
     where = f"event {event['id']} ({event['kind']})"
     try:

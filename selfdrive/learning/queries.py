@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 import re
-import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from selfdrive.journal.store import Journal, SqliteJournal
+from selfdrive.journal.core import Journal
 from selfdrive.sdk.errors import UsageError
 from selfdrive.sdk.vocabulary import parse_duration
 
@@ -25,6 +24,9 @@ LIVE_OUTCOMES = ("succeeded", "failed", "verification_failed", "rolled_back",
 #: and ended one way or the other.
 TRIALS = ("succeeded", "failed", "verification_failed", "rolled_back", "rollback_failed")
 ROLLBACKS = ("rolled_back", "rollback_failed")
+#: A run that succeeded, and one that succeeded with its verification passed.
+SUCCEEDED = "status = 'succeeded'"
+VERIFIED = "status = 'succeeded' AND verified = 1"
 FAILURES = ("failed", "verification_failed", "rolled_back", "rollback_failed", "interrupted")
 #: Seconds between two ISO timestamps, in SQL (SQLite keeps milliseconds).
 SECONDS = "(julianday({end}) - julianday({start})) * 86400.0"
@@ -35,24 +37,20 @@ FIRED_BY = f"CASE WHEN firing IS NOT NULL AND {IS_ALERT} THEN {ALERT_NAME} END"
 
 
 def read(journal: Journal, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    """Rows from the journal; learning reads SQLite directly (it sits above the journal)."""
-    if not isinstance(journal, SqliteJournal):
-        raise TypeError(f"learning reads a SqliteJournal, not {type(journal).__name__}")
+    """Rows from the journal, by column name."""
     return journal._read(sql, params)
 
 
 def read_tuples(journal: Journal, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     """Rows as plain tuples: for the big reads, where building a dict per row would
     cost more than the query itself."""
-    if not isinstance(journal, SqliteJournal):
-        raise TypeError(f"learning reads a SqliteJournal, not {type(journal).__name__}")
-    with journal._lock:
-        try:
-            cursor = journal.conn.cursor()
-            cursor.row_factory = None
-            return cursor.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise journal._error(exc, "read") from None
+    return journal._read_tuples(sql, params)
+
+
+def count_if(condition: str) -> str:
+    """How many rows of a group meet ``condition``, in SQL both databases read (SQLite
+    sums booleans; PostgreSQL does not)."""
+    return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
 
 
 def marks(values: Sequence[Any]) -> str:

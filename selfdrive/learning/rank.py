@@ -16,6 +16,8 @@ from selfdrive.learning.queries import (
     ALERT_NAME,
     IS_ALERT,
     TRIALS,
+    VERIFIED,
+    count_if,
     marks,
     read,
     wilson_lower_bound,
@@ -46,7 +48,7 @@ def alert_records(journal: Journal, runbook_names: Sequence[str],
     # The expressions match idx_runs_alert_record's exactly, so SQLite uses it.
     rows = read(journal,
                 f"SELECT runbook, COUNT(*) AS trials, "
-                f"SUM(status = 'succeeded' AND verified = 1) AS verified FROM runs "
+                f"{count_if(VERIFIED)} AS verified FROM runs "
                 f"WHERE {IS_ALERT} AND {ALERT_NAME} = ? AND runbook IN ({marks(names)}) "
                 f"AND status IN ({marks(TRIALS)}) GROUP BY runbook",
                 [alert_name, *names, *TRIALS])

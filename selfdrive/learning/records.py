@@ -11,6 +11,6 @@ def track_record(journal: Journal, runbook: str, rule: TrackRecordRule) -> Track
     """The runbook's verified successes and its latest outcomes, newest first."""
     recent = tuple(
         "verification_failed" if verified is False else status
-        for status, verified in journal.recent_outcomes(runbook, rule.window)
+        for status, verified in journal.runs.recent_outcomes(runbook, rule.window)
     )
-    return TrackRecord(verified_successes=journal.verified_successes(runbook), recent=recent)
+    return TrackRecord(verified_successes=journal.runs.verified_successes(runbook), recent=recent)

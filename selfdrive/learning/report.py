@@ -22,6 +22,8 @@ from selfdrive.journal.store import Journal
 from selfdrive.learning.queries import (
     FAILURES,
     ROLLBACKS,
+    SUCCEEDED,
+    count_if,
     format_seconds,
     marks,
     read,
@@ -76,13 +78,13 @@ def masked(params: dict[str, Any], secret: frozenset[str]) -> dict[str, Any]:
 def run_report_data(journal: Journal, run_id: str, *,
                     registry: Registry | None = None) -> dict[str, Any]:
     """Everything an incident report of ``run_id`` shows, as plain data."""
-    run = journal.get_run(run_id)
+    run = journal.runs.get(run_id)
     extra = read(journal, "SELECT dedup_key, verified, code_digest, runbook_file FROM runs "
                           "WHERE id = ?", (run.id,))[0]
     secret: frozenset[str] = frozenset()
     if registry is not None and run.runbook in registry.runbooks:
         secret = registry.runbooks[run.runbook].secret_params
-    steps = journal.steps(run.id)
+    steps = journal.runs.steps(run.id)
     live = [_step(s) for s in steps if not s.phase.startswith("plan:")]
     plan = [_step(s) for s in steps if s.phase.startswith("plan:")]
     alerts = read(journal,
@@ -111,7 +113,8 @@ def run_report_data(journal: Journal, run_id: str, *,
         "duration": format_seconds(seconds_between(run.started_at, run.finished_at)),
         "code_digest": extra["code_digest"], "runbook_file": extra["runbook_file"],
         "firing": run.firing, "alerts": alerts,
-        "decision": run.decision, "approvals": [a.as_json() for a in journal.approvals(run.id)],
+        "decision": run.decision,
+        "approvals": [a.as_json() for a in journal.approvals.of_run(run.id)],
         "plan_changes": [s for s in plan if s["planned"]],
         "plan_seen": [s for s in plan if not s["planned"]],
         "timeline": [s for s in live if s["phase"] not in ("verify", "rollback")],
@@ -160,9 +163,10 @@ def summary_data(journal: Journal, *, since: str | None, now: datetime,
          "not_run": int(other or 0)}
         for label, ok, bad, other in read_tuples(
             journal,
-            f"SELECT {bucket} AS bucket, SUM(status = 'succeeded'), "
-            f"SUM(started_at IS NOT NULL AND status IN ({marks(FAILURES)})), "
-            f"SUM(started_at IS NULL) FROM runs{where} GROUP BY bucket ORDER BY bucket",
+            f"SELECT {bucket} AS bucket, {count_if(SUCCEEDED)}, "
+            f"{count_if(f'started_at IS NOT NULL AND status IN ({marks(FAILURES)})')}, "
+            f"{count_if('started_at IS NULL')} FROM runs{where} GROUP BY bucket "
+            f"ORDER BY bucket",
             [*FAILURES, *params])]
     # Newest first through the window index (+status keeps SQLite off the status index).
     bad = [*FAILURES]

@@ -24,6 +24,9 @@ from selfdrive.learning.queries import (
     FIRED_BY,
     ROLLBACKS,
     SECONDS,
+    SUCCEEDED,
+    VERIFIED,
+    count_if,
     marks,
     median,
     percentile,
@@ -36,19 +39,23 @@ _COUNTS = (
     "denied", "expired", "waiting",
 )
 _LIVE = "started_at IS NOT NULL"
-# One row per (runbook, alert that fired it). MAX(started_at) makes the bare columns
-# after it those of the group's latest live run (SQLite's min/max bare-column rule).
-_COUNT_SQL = (
-    "SELECT runbook, {alert} AS alert, COUNT(*), "
-    f"SUM({_LIVE}), "
-    f"SUM({_LIVE} AND mode = 'approval'), SUM(status = 'succeeded'), "
-    f"SUM(status = 'succeeded' AND verified = 1), SUM({_LIVE} AND verified = 0), "
-    f"SUM(status IN ({marks(ROLLBACKS)})), SUM({_LIVE} AND status IN ({marks(FAILURES)})), "
-    f"SUM({_LIVE} AND status = 'precondition_failed'), SUM(status = 'planned'), "
-    f"SUM(status = 'denied'), SUM(status = 'expired'), "
-    f"SUM(status IN ('pending_approval', 'approved')), "
-    f"MAX(started_at), id, status, verified, finished_at FROM runs"
-)
+_COUNT_COLUMNS = "".join(f"{count_if(condition)}, " for condition in (
+    _LIVE, f"{_LIVE} AND mode = 'approval'", SUCCEEDED, VERIFIED, f"{_LIVE} AND verified = 0",
+    f"status IN ({marks(ROLLBACKS)})", f"{_LIVE} AND status IN ({marks(FAILURES)})",
+    f"{_LIVE} AND status = 'precondition_failed'", "status = 'planned'",
+    "status = 'denied'", "status = 'expired'", "status IN ('pending_approval', 'approved')"))
+# One row per (runbook, alert that fired it), with the columns of the group's latest live
+# run: SQLite takes them as bare columns beside MAX(started_at) (its min/max rule);
+# PostgreSQL has no such rule, so it picks them from the group's runs in that order.
+_COUNT_SQL = {
+    "sqlite": ("SELECT runbook, {alert} AS alert, COUNT(*), " + _COUNT_COLUMNS
+               + "MAX(started_at), id, status, verified, finished_at FROM runs"),
+    "postgresql": ("SELECT runbook, {alert} AS alert, COUNT(*), " + _COUNT_COLUMNS
+                   + "MAX(started_at), "
+                   + ", ".join(f"(array_agg({c} ORDER BY started_at DESC NULLS LAST))[1]"
+                               for c in ("id", "status", "verified", "finished_at"))
+                   + " FROM runs"),
+}
 _DURATION_SQL = (
     "SELECT runbook, {alert}, "
     f"{SECONDS.format(end='finished_at', start='started_at')} FROM runs"
@@ -158,8 +165,8 @@ def runbook_stats(journal: Journal, *, since: str | None, runbook: str | None = 
     fired = FIRED_BY if by_alert else "NULL"
     groups: dict[tuple[str, str | None], _Group] = defaultdict(_Group)
     group_by = " GROUP BY +runbook, alert" if by_alert else " GROUP BY +runbook"
-    for row in read_tuples(journal, _COUNT_SQL.format(alert=fired) + clause + group_by,
-                           [*ROLLBACKS, *FAILURES, *params]):
+    sql = _COUNT_SQL[journal.dialect].format(alert=fired) + clause + group_by
+    for row in read_tuples(journal, sql, [*ROLLBACKS, *FAILURES, *params]):
         group = groups[(row[0], row[1])]
         group.counts = [int(v or 0) for v in row[2:2 + len(_COUNTS)]]
         group.last = row[2 + len(_COUNTS):] if row[2 + len(_COUNTS)] is not None else None

@@ -22,7 +22,9 @@ exit status::
         ├── JournalUnavailableError 2  the journal's file cannot be written (disk full,
         │                              read-only, I/O error) or opened; nothing was written
         ├── RunStoppedError            a run stopped mid-way: the journal failed under it
-        └── AuditMismatchError         a row disagrees with the audit chain; not acted on
+        ├── AuditMismatchError         a row disagrees with the audit chain; not acted on
+        └── IllegalTransitionError     a run was asked to move where its state machine
+                                       has no edge; nothing was written
 """
 
 from __future__ import annotations
@@ -130,3 +132,13 @@ class RunStoppedError(JournalError):
 class AuditMismatchError(JournalError):
     """A journal row disagrees with the hash-chained audit trail (it was changed outside
     selfdrive), so nothing acts on it; ``selfdrive audit verify`` names every such row."""
+
+
+class IllegalTransitionError(JournalError):
+    """A run was asked to move from one status to another that ``RunState``'s table does
+    not allow. Refused inside the write, so the run and its history stay as they were."""
+
+    def __init__(self, message: str, *, run_id: str = "", current: str = "",
+                 to: str = "") -> None:
+        super().__init__(message)
+        self.run_id, self.current, self.to = run_id, current, to

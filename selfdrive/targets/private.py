@@ -28,9 +28,10 @@ MARK_VARIABLE = "SELFDRIVE_ANSIBLE_RUN"
 PREFIX = "run-"
 
 
-def private_root(journal_path: Path) -> Path:
-    """Where a team's private data directories live: beside its journal."""
-    return journal_path.parent / "ansible"
+def private_root(state_dir: Path) -> Path:
+    """Where a team's private data directories live: in this machine's state folder
+    (beside a SQLite journal)."""
+    return state_dir / "ansible"
 
 
 @contextlib.contextmanager

@@ -47,10 +47,10 @@ def diagnostics(journal: Journal, alert: dict[str, Any]) -> list[dict[str, Any]]
             continue
         seen.add(run_id)
         try:
-            run = journal.get_run(run_id)
+            run = journal.runs.get(run_id)
         except SelfdriveError:
             continue
-        steps = journal.steps(run.id)
+        steps = journal.runs.steps(run.id)
         live = [s for s in steps if not s.phase.startswith("plan:")]
         out.append({"run": run.as_json(), "planned_only": not live,
                     "steps": [_step(s) for s in (live or steps)]})
@@ -61,7 +61,7 @@ def render_brief(journal: Journal, alert_id: int, *, team: str = "") -> str | No
     """The brief for ``alert_id``; None when no diagnostic runbook matched it."""
     import jinja2
 
-    alert = journal.get_alert(alert_id)
+    alert = journal.alerts.get(alert_id)
     if alert is None or not any(c.get("diagnostic") for c in alert.get("claims", [])):
         return None
     source = files("selfdrive").joinpath("templates", "brief",

@@ -35,6 +35,7 @@ from selfdrive.sdk.errors import (
 from selfdrive.sdk.vocabulary import Level, Risk
 from selfdrive.triggers.match import Match, match_alert, order_matches
 from selfdrive.triggers.payloads import FIRING, IGNORED, Alert, Limits
+from selfdrive.triggers.rules import AlertDedup
 
 #: Who asks for runs an alert starts (approvers are never this "person").
 ALERT_REQUESTER = "alert"
@@ -108,10 +109,10 @@ class AlertIntake:
                              max_label_chars=rc.max_label_chars,
                              max_annotation_chars=rc.max_annotation_chars)
         self._brief_lock = threading.Lock()
-        window = config.receiver.dedup_window.total_seconds()
+        duplicate = AlertDedup(config.receiver.dedup_window.total_seconds())
         replays = config.receiver.replay_window.total_seconds()
-        self._record = GroupCommit(lambda rows: journal.record_alerts(
-            rows, window=window, replay_window=replays))
+        self._record = GroupCommit(lambda rows: journal.alerts.record(
+            rows, duplicate=duplicate, replay_window=replays))
 
     # -- the fast part: before the sender is answered ---------------------------
 
@@ -201,7 +202,7 @@ class AlertIntake:
         journal = self.executor.journal  # the run's own connection: one transaction
 
         def link(run: RunRecord) -> None:
-            journal.update_alert_claim(job.claim_id, outcome="started", run_id=run.id,
+            journal.alerts.update_claim(job.claim_id, outcome="started", run_id=run.id,
                                        detail=f"decided {run.mode}")
 
         try:
@@ -213,8 +214,8 @@ class AlertIntake:
         except Exception as exc:  # never let one alert's run take the worker down
             error = str(exc) if isinstance(exc, SelfdriveError) else \
                 f"{type(exc).__name__}: {exc}"
-            run = self._quietly(lambda: self.journal.run_for_dedup_key(job.dedup_key))
-            self._quietly(lambda: self.journal.update_alert_claim(
+            run = self._quietly(lambda: self.journal.runs.for_dedup_key(job.dedup_key))
+            self._quietly(lambda: self.journal.alerts.update_claim(
                 job.claim_id, outcome="error", run_id=run.id if run else None,
                 detail=f"the run could not be started or finished: {error}"))
             self.log(f"alert #{job.alert_id} {alert.name}: {job.runbook} failed to run: {error}")
@@ -232,12 +233,12 @@ class AlertIntake:
         """Another process already recorded this claim's run (the orphaned worker of a
         receiver that stopped, while a new receiver queued the claim again): say so on
         the claim, linked to that run; never run it twice."""
-        run = self._quietly(lambda: self.journal.get_run(run_id))
+        run = self._quietly(lambda: self.journal.runs.get(run_id))
         state = f"{run.status.value} ({run.mode})" if run is not None else "its state unknown"
         detail = (f"a duplicate of run {run_id}, which another process (the worker of a "
                   f"receiver that stopped) had already started for this claim: {state}; "
                   f"not run again")
-        self._quietly(lambda: self.journal.update_alert_claim(
+        self._quietly(lambda: self.journal.alerts.update_claim(
             job.claim_id, outcome="duplicate", run_id=run_id, detail=detail))
         self.log(f"alert #{job.alert_id} {job.alert.name}: {job.runbook}: {detail}")
         return JobResult(job, run, None)
@@ -250,7 +251,7 @@ class AlertIntake:
             try:
                 brief = render_brief(self.journal, alert_id, team=self.config.team)
                 if brief is not None:
-                    self.journal.set_alert_brief(alert_id, brief)
+                    self.journal.alerts.set_brief(alert_id, brief)
                 return brief
             except Exception as exc:  # a brief is a convenience; the runs are journaled
                 self.log(f"alert #{alert_id}: could not render its brief: {exc}")
@@ -274,16 +275,16 @@ class AlertIntake:
         window = self.config.receiver.dedup_window
         now = self.clock().astimezone(UTC)
         jobs = []
-        for claim in self.journal.alert_claims(outcome="queued"):
+        for claim in self.journal.alerts.claims(outcome="queued"):
             if owner_alive(claim.get("owner") or "") is not False:
                 continue
             if self._started(claim["id"], claim["dedup_key"]):
                 continue
             age = now - datetime.fromisoformat(claim["claimed_at"])
-            row = self.journal.get_alert(claim["alert_id"])
+            row = self.journal.alerts.get(claim["alert_id"])
             job = self._job_again(claim, row) if row is not None and age <= window else None
             if job is None:
-                self.journal.update_alert_claim(
+                self.journal.alerts.update_claim(
                     claim["id"], outcome="abandoned",
                     detail="the receiver stopped before starting this run; not started late")
                 continue
@@ -301,7 +302,7 @@ class AlertIntake:
         if self._started(job.claim_id, job.dedup_key, why="; its worker process died"):
             return False
         if give_up:
-            self.journal.update_alert_claim(
+            self.journal.alerts.update_claim(
                 job.claim_id, outcome="error",
                 detail="its worker process died twice before the run started; not retried")
             self.log(f"alert #{job.alert_id} {job.alert.name}: {job.runbook} not retried: "
@@ -311,10 +312,10 @@ class AlertIntake:
 
     def _started(self, claim_id: int, dedup_key: str, why: str = "") -> bool:
         """If the claim's run exists, record it on the claim and say so."""
-        run = self.journal.run_for_dedup_key(dedup_key)
+        run = self.journal.runs.for_dedup_key(dedup_key)
         if run is None:
             return False
-        self.journal.update_alert_claim(claim_id, outcome="started", run_id=run.id,
+        self.journal.alerts.update_claim(claim_id, outcome="started", run_id=run.id,
                                         detail=f"{run.status.value} ({run.mode}){why}")
         return True
 

@@ -255,7 +255,7 @@ class RefusalLedger:
                          "last_at": s.last_at}
                         for s, n in due]
                 try:
-                    ids = self.journal.record_refusals(rows)
+                    ids = self.journal.alerts.record_refusals(rows)
                 except Exception as exc:  # kept counted; the next flush tries again
                     if time.monotonic() - self._failed_at > self.period:
                         self._failed_at = time.monotonic()

@@ -33,6 +33,7 @@ from selfdrive.journal.store import Journal
 from selfdrive.policy.decide import Firing
 from selfdrive.registry.load import Registry
 from selfdrive.sdk.errors import SelfdriveError, UsageError
+from selfdrive.triggers.rules import ScheduleOverlap
 
 REQUESTER = "scheduler"
 DEFAULT_GRACE = timedelta(minutes=5)
@@ -239,16 +240,16 @@ class Scheduler:
                 busy = schedule.id in self._running
             if busy:
                 continue  # its previous run is still going here; the next tick looks again
-            last_text = self.journal.schedule_last_fire(schedule.id)
+            last_text = self.journal.schedules.last_fire(schedule.id)
             last = datetime.fromisoformat(last_text) if last_text else None
             plan = due(schedule, last, now)
             if plan is None:
                 continue
             fire_text = iso(plan.fire) if plan.fire is not None else None
             ttl = 2 * self._timeout(schedule) + 60
-            claim = self.journal.claim_schedule_fire(
+            claim = self.journal.schedules.claim_fire(
                 schedule.id, fire_time=fire_text, missed=[iso(m) for m in plan.missed],
-                missed_total=plan.missed_total, stale_after=ttl,
+                missed_total=plan.missed_total, overlaps=ScheduleOverlap(stale_after=ttl),
                 seen=iso(plan.seen) if plan.seen is not None else None)
             if claim["missed"]:
                 self.log(f"schedule {schedule.id}: {claim['missed']} fire(s) missed "
@@ -292,9 +293,9 @@ class Scheduler:
         except BaseException as exc:
             error = str(exc) if isinstance(exc, SelfdriveError) else \
                 f"{type(exc).__name__}: {exc}"
-            run = self._safe(lambda: self.journal.run_for_dedup_key(key))
+            run = self._safe(lambda: self.journal.runs.for_dedup_key(key))
             if not self._forced:  # a forced stop already marked this fire interrupted
-                self._safe(lambda: self.journal.finish_schedule_fire(
+                self._safe(lambda: self.journal.schedules.finish_fire(
                     schedule.id, fire_text, status="error", run_id=run.id if run else None,
                     detail=error))
             self.log(f"schedule {schedule.id}: fire {fire_text}: {error}")
@@ -303,7 +304,7 @@ class Scheduler:
                 raise
         else:
             run = outcome.run
-            self._safe(lambda: self.journal.finish_schedule_fire(
+            self._safe(lambda: self.journal.schedules.finish_fire(
                 schedule.id, fire_text, status="done", run_id=run.id,
                 detail=f"{run.status.value} ({run.mode})"))
             self.log(f"schedule {schedule.id}: fire {fire_text}: run {run.id} "
@@ -363,11 +364,11 @@ class Scheduler:
         marked = []
         for sid, fire in self.running:
             try:
-                run = self.journal.run_for_dedup_key(dedup_key(sid, fire))
+                run = self.journal.runs.for_dedup_key(dedup_key(sid, fire))
                 if run is not None and not run.status.final:
-                    marked.append(self.journal.interrupt_run(run.id, actor=REQUESTER,
+                    marked.append(self.journal.runs.interrupt(run.id, actor=REQUESTER,
                                                              reason=reason).id)
-                self.journal.finish_schedule_fire(sid, fire, status="interrupted",
+                self.journal.schedules.finish_fire(sid, fire, status="interrupted",
                                                   run_id=run.id if run else None,
                                                   detail=reason)
             except SelfdriveError as exc:

@@ -291,9 +291,9 @@ class WorkerPool:
                         + (f" while running the job for alert #{lost.alert_id}" if lost else "")
                         + "; starting another")
         with contextlib.suppress(SelfdriveError):
-            self.intake.journal.recover()  # its run, if it had one, is interrupted now
+            self.intake.journal.runs.recover()  # its run, if it had one, is interrupted now
         with contextlib.suppress(OSError):  # and its playbook's files (secrets) go
-            sweep(private_root(self.intake.config.journal_path))
+            sweep(private_root(self.intake.config.state_dir))
         if lost is not None:
             self._hand_on(lost)
         quick = time.monotonic() - slot.started < QUICK_DEATH_SECONDS

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from approvals_support import RESTART_DB, Team, explain
 
 from selfdrive.journal import event_digest
@@ -52,6 +53,7 @@ def requested(team: Team, marker: Path) -> tuple[str, str]:
     return out["run"]["id"], out["run"]["plan_hash"]
 
 
+@pytest.mark.forged_journal
 def test_a_forged_approval_is_refused_and_named(team: Team, tmp_path: Path) -> None:
     team.config("L4")
     team.runbook("db.py", RESTART_DB)
@@ -168,6 +170,7 @@ def test_forged_events_that_are_not_links_of_the_chain_are_refused(
     assert audit.returncode == 1 and "BROKEN: event" in audit.stdout, explain(audit)
 
 
+@pytest.mark.forged_journal
 def test_a_denied_run_set_back_to_pending_cannot_be_approved(team: Team, tmp_path: Path
                                                             ) -> None:
     team.config("L4")

@@ -285,7 +285,7 @@ def test_wrong_types_name_their_keys(cfg_path: Path) -> None:
 @pytest.mark.parametrize("item", ["", "MY VAR", "A=B", "$HOME"])
 def test_a_bad_env_allow_entry_is_named(cfg_path: Path, item: str) -> None:
     with pytest.raises(ConfigError, match=exact(
-            f"{cfg_path}: executor.env_allow: Value error, {item!r} is neither an environment "
+            f"{cfg_path}: executor.env_allow: {item!r} is neither an environment "
             f"variable name nor a pattern of one (such as LC_*)")):
         parse_config({"team": "t", "executor": {"env_allow": ["PATH", item]}}, cfg_path)
 
@@ -318,7 +318,7 @@ def test_bad_track_record(cfg_path: Path, track_record: dict[str, object], key: 
 
 def test_bad_separation_of_duties_names_the_allowed_classes(cfg_path: Path) -> None:
     with pytest.raises(ConfigError, match=re.escape(
-            "policy.separation_of_duties: Value error, unknown risk 'severe'; expected one of "
+            "policy.separation_of_duties: unknown risk 'severe'; expected one of "
             "READ_ONLY, LOW, MEDIUM, HIGH, CRITICAL")):
         parse_config({"team": "t", "policy": {"separation_of_duties": "severe"}}, cfg_path)
 
@@ -386,14 +386,14 @@ def test_every_rule_word_is_accepted(cfg_path: Path) -> None:
 
 def test_matrix_bad_level(cfg_path: Path) -> None:
     with pytest.raises(ConfigError, match=exact(
-            f"{cfg_path}: policy.matrix: Value error, unknown level 'L7' in [policy.matrix]; "
+            f"{cfg_path}: policy.matrix: unknown level 'L7' in [policy.matrix]; "
             f"use L0 … L5")):
         parse_config({"team": "t", "policy": {"matrix": {"L7": {"LOW": "auto"}}}}, cfg_path)
 
 
 def test_matrix_bad_risk(cfg_path: Path) -> None:
     with pytest.raises(ConfigError, match=exact(
-            f"{cfg_path}: policy.matrix: Value error, unknown risk 'LOWW'; expected one of "
+            f"{cfg_path}: policy.matrix: unknown risk 'LOWW'; expected one of "
             f"READ_ONLY, LOW, MEDIUM, HIGH, CRITICAL")):
         parse_config({"team": "t", "policy": {"matrix": {"L3": {"LOWW": "auto"}}}}, cfg_path)
 
@@ -415,7 +415,7 @@ def test_matrix_bad_cell_in_a_real_file(tmp_path: Path) -> None:
 
 def test_matrix_row_given_twice_is_an_error(cfg_path: Path) -> None:
     with pytest.raises(ConfigError, match=exact(
-            f"{cfg_path}: policy.matrix: Value error, level L3 appears twice in "
+            f"{cfg_path}: policy.matrix: level L3 appears twice in "
             f"[policy.matrix]")):
         parse_config({"team": "t", "policy": {"matrix": {"L3": {"LOW": "approval"},
                                                          "l3": {"HIGH": "auto"}}}}, cfg_path)
@@ -423,7 +423,7 @@ def test_matrix_row_given_twice_is_an_error(cfg_path: Path) -> None:
 
 def test_matrix_cell_given_twice_is_an_error(cfg_path: Path) -> None:
     with pytest.raises(ConfigError, match=exact(
-            f"{cfg_path}: policy.matrix: Value error, risk READ_ONLY appears twice in "
+            f"{cfg_path}: policy.matrix: risk READ_ONLY appears twice in "
             f"[policy.matrix.L4]")):
         parse_config({"team": "t", "policy": {"matrix": {
             "L4": {"read-only": "approval", "READ_ONLY": "auto"}}}}, cfg_path)
@@ -443,7 +443,7 @@ def test_an_absurd_duration_is_an_error_naming_key_and_value(tmp_path: Path, tab
     path = write(tmp_path, f'team = "t"\n{table}\n{key} = "999999999999d"\n')
 
     with pytest.raises(ConfigError, match=exact(
-            f"{path.resolve()}: {dotted}: Value error, duration '999999999999d' is too long "
+            f"{path.resolve()}: {dotted}: duration '999999999999d' is too long "
             f"(at most 3650d, ten years)")):
         load_config(path)
 
@@ -572,7 +572,7 @@ def test_a_freeze_that_could_never_hold_is_an_error(tmp_path: Path, body: str,
     with pytest.raises(ConfigError) as info:
         load_config(path)
 
-    assert str(info.value) == (f"{path.resolve()}: guardrails.freeze.0: Value error, "
+    assert str(info.value) == (f"{path.resolve()}: guardrails.freeze.0: "
                                f"{reason}")
 
 

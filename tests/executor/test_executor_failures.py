@@ -15,7 +15,7 @@ S = RunState
 
 
 def steps_of(project, run_id: str, phase: str, kind: str | None = None) -> list:
-    return [s for s in project.journal.steps(run_id)
+    return [s for s in project.journal.runs.steps(run_id)
             if s.phase == phase and (kind is None or s.kind == kind)]
 
 
@@ -46,7 +46,7 @@ def test_unmet_precondition_stops_before_the_body(project):
     assert "ready_file_exists" in (outcome.run.error or "")
     assert project.run_states(outcome.run.id) == ["requested", "decided",
                                                   "precondition_failed"]
-    assert not [s for s in project.journal.steps(outcome.run.id) if s.phase == "body"]
+    assert not [s for s in project.journal.runs.steps(outcome.run.id) if s.phase == "body"]
 
 
 def test_met_precondition_lets_the_body_run(project):

@@ -86,10 +86,10 @@ def test_a_one_step_autonomous_run_takes_four_transactions_and_two_reads(project
     assert len(reads) == 2, reads  # the halt switch and the rate counts
     assert any("flags" in r for r in reads) and any("idx_runs_window" in r for r in reads)
     # The outcome carries the run as the journal holds it, without reading it back.
-    assert outcome.run == project.journal.get_run(outcome.run.id)
+    assert outcome.run == project.journal.runs.get(outcome.run.id)
     assert project.run_states(outcome.run.id) == ["requested", "decided", "running",
                                                   "succeeded"]
-    steps = project.journal.steps(outcome.run.id)
+    steps = project.journal.runs.steps(outcome.run.id)
     assert [(s.seq, s.phase, s.kind, s.status) for s in steps] == [
         (1, "plan:body", "command", "planned"), (2, "body", "call", "ok"),
         (3, "body", "command", "ok")]
@@ -105,7 +105,7 @@ def test_each_intent_is_committed_before_its_command_starts(project):
     outcome = project.submit("one-step", {"cmd": cmd})
 
     assert outcome.run.status is S.SUCCEEDED, outcome.message
-    command = next(s for s in project.journal.steps(outcome.run.id)
+    command = next(s for s in project.journal.runs.steps(outcome.run.id)
                    if s.kind == "command" and s.phase == "body")
     # What another process saw in the journal while the command ran: the run claimed,
     # the body's intent and the command's own intent committed, neither finished.
@@ -123,7 +123,7 @@ def test_a_failure_while_recording_a_run_leaves_no_trace_of_it(project, monkeypa
     def broken(*args: Any, **kwargs: Any) -> None:
         raise JournalError("disk full")
 
-    monkeypatch.setattr(journal, "add_plan_steps", broken)
+    monkeypatch.setattr(journal.runs, "add_plan_steps", broken)
     with pytest.raises(JournalError, match="disk full"):
         project.submit("one-step")
     monkeypatch.undo()

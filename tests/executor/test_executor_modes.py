@@ -92,7 +92,7 @@ def test_dry_run_journals_the_plan_and_no_live_step(project):
 
     outcome = project.submit("purge-logs", {"folder": str(folder), "token": "t"}, dry_run=True)
 
-    steps = project.journal.steps(outcome.run.id)
+    steps = project.journal.runs.steps(outcome.run.id)
     assert steps, "the plan's steps are journaled with the run"
     assert {s.phase for s in steps} == {"plan:body"}
     planned = [s for s in steps if s.planned]
@@ -139,11 +139,11 @@ def test_low_risk_at_l4_runs_autonomously_and_verifies(project):
     assert verified(project, outcome.run.id) == 1
     assert project.run_states(outcome.run.id) == ["requested", "decided", "running",
                                                   "succeeded"]
-    live = [s for s in project.journal.steps(outcome.run.id) if s.phase == "body"
+    live = [s for s in project.journal.runs.steps(outcome.run.id) if s.phase == "body"
             and s.kind == "command"]
     assert [(s.command, s.status, s.exit_code) for s in live] == [
         (f"rm -f {shlex.quote(str(victim))}", "ok", 0)]
-    checks = [s for s in project.journal.steps(outcome.run.id) if s.phase == "verify"
+    checks = [s for s in project.journal.runs.steps(outcome.run.id) if s.phase == "verify"
               and s.kind == "check"]
     assert [(s.name, s.status, s.attempt) for s in checks] == [("file_is_gone", "ok", 1)]
 
@@ -175,7 +175,7 @@ def test_approval_without_approver_waits_and_changes_nothing(project):
     assert outcome.run.id in outcome.message
     # A pending run belongs to no process: whoever approves it later may pick it up.
     assert outcome.run.owner is None
-    assert not [s for s in project.journal.steps(outcome.run.id) if s.phase == "body"]
+    assert not [s for s in project.journal.runs.steps(outcome.run.id) if s.phase == "body"]
 
 
 def test_approver_saying_yes_runs_it(project):
@@ -212,7 +212,7 @@ def test_approver_saying_no_denies_and_changes_nothing(project):
     assert outcome.exit_code == 1
     assert "denied" in outcome.message
     assert project.run_states(outcome.run.id)[-2:] == ["pending_approval", "denied"]
-    assert not [s for s in project.journal.steps(outcome.run.id) if not
+    assert not [s for s in project.journal.runs.steps(outcome.run.id) if not
                 s.phase.startswith("plan:")]
 
 
@@ -313,7 +313,7 @@ def test_halt_during_an_autonomous_run_stops_before_the_next_change(project):
     assert outcome.exit_code == 1
     assert "halted" in (outcome.run.error or "")
     assert "stop the world" in (outcome.run.error or "")
-    commands = [s.command or "" for s in project.journal.steps(outcome.run.id)
+    commands = [s.command or "" for s in project.journal.runs.steps(outcome.run.id)
                 if s.phase == "body" and s.kind == "command"]
     assert len(commands) == 1 and "first" in commands[0]
     assert project.run_states(outcome.run.id) == ["requested", "decided", "running", "failed"]

@@ -51,7 +51,7 @@ def test_parameter_values_cannot_inject_shell(project, payload):
     assert outcome.decision.mode.value == "autonomous"
     assert outcome.run.status is S.SUCCEEDED
     assert not owned.exists()
-    (cmd,) = [s for s in project.journal.steps(outcome.run.id)
+    (cmd,) = [s for s in project.journal.runs.steps(outcome.run.id)
               if s.phase == "body" and s.kind == "command"]
     assert cmd.stdout == value + "\n"
 
@@ -107,7 +107,7 @@ def test_a_secret_reaches_the_command_but_never_the_journal(project):
 
     # The masking is visible, so the test above looked at the right rows.
     reopened = project.open_journal()
-    steps = reopened.steps(outcome.run.id)
+    steps = reopened.runs.steps(outcome.run.id)
     stdouts = [s.stdout for s in steps if s.phase == "body" and s.kind == "command"]
     assert f"token={MASK}\n" in stdouts
     stderrs = [s.stderr for s in steps if s.phase == "body" and s.kind == "command"]
@@ -116,8 +116,8 @@ def test_a_secret_reaches_the_command_but_never_the_journal(project):
     assert logs == [f"rotating with {MASK}"]
     notes = [s.data for s in steps if s.kind == "note" and s.phase == "body"]
     assert notes == [{"value": MASK, "raw": MASK}]
-    assert f"server refused {MASK}" in (reopened.get_run(outcome.run.id).error or "")
-    assert reopened.get_run(outcome.run.id).params["token"] == MASK
+    assert f"server refused {MASK}" in (reopened.runs.get(outcome.run.id).error or "")
+    assert reopened.runs.get(outcome.run.id).params["token"] == MASK
 
 
 def test_a_secret_split_by_the_output_tail_does_not_reach_the_observer(project):
@@ -207,10 +207,10 @@ def test_template_error_in_a_verification_still_ends_the_run(project):
     assert outcome.exit_code == 5
     assert "health_url" in (outcome.run.error or "")
     assert conf.read_text() == "old\n"
-    checks = [s for s in project.journal.steps(outcome.run.id) if s.phase == "verify"
+    checks = [s for s in project.journal.runs.steps(outcome.run.id) if s.phase == "verify"
               and s.kind == "check"]
     assert len(checks) == 1, "a template mistake is not retried"
-    assert project.journal.runs(status=["running"]) == []
+    assert project.journal.runs.find(status=["running"]) == []
 
 
 @pytest.mark.parametrize(("params", "words"), [

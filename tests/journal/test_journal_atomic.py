@@ -9,7 +9,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,18 +21,8 @@ from selfdrive.sdk.errors import JournalError, JournalLockedError
 S = RunState
 
 
-def rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    """Through a separate connection: only what was committed."""
-    conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, params)]
-    finally:
-        conn.close()
-
-
 def new_run(journal: SqliteJournal, run_id: str = "run-1", **fields: Any):
-    return journal.create_run({"id": run_id, "runbook": "clean-disk", "mode": "autonomous",
+    return journal.runs.create({"id": run_id, "runbook": "clean-disk", "mode": "autonomous",
                                "requested_by": "alice", "params": {"host": "web1"},
                                **fields}, actor="alice")
 
@@ -59,54 +48,55 @@ class Statements:
 # -- atomic() ----------------------------------------------------------------------
 
 
-def test_atomic_commits_its_writes_once_and_together(journal, path):
+@pytest.mark.parametrize("backend", ["sqlite"])  # counts statements with SQLite's trace
+def test_atomic_commits_its_writes_once_and_together(journal, outside):
     with Statements(journal) as sql, journal.atomic("record and start run-1"):
         new_run(journal)
-        journal.transition("run-1", S.DECIDED, actor="alice", plan_hash="p" * 64)
-        journal.add_plan_steps("run-1", "p" * 64, [{"phase": "plan:body", "kind": "command",
+        journal.runs.transition("run-1", S.DECIDED, actor="alice", plan_hash="p" * 64)
+        journal.runs.add_plan_steps("run-1", "p" * 64, [{"phase": "plan:body", "kind": "command",
                                                     "command": "true", "status": "planned"}])
-        journal.transition("run-1", S.RUNNING, actor="alice")
-        step = journal.begin_step("run-1", phase="body", kind="call", name="tidy")
+        journal.runs.transition("run-1", S.RUNNING, actor="alice")
+        step = journal.runs.begin_step("run-1", phase="body", kind="call", name="tidy")
         # Nothing is visible to other connections until the group commits.
-        assert rows(path, "SELECT * FROM runs") == []
-        assert rows(path, "SELECT * FROM events") == []
+        assert outside.rows("SELECT * FROM runs") == []
+        assert outside.rows("SELECT * FROM events") == []
     assert sql.count("BEGIN") == 1 and sql.count("COMMIT") == 1
-    assert [r["status"] for r in rows(path, "SELECT status FROM runs")] == ["running"]
+    assert [r["status"] for r in outside.rows("SELECT status FROM runs")] == ["running"]
     assert [e.kind for e in journal.events("run-1")] == ["run.requested", "run.decided",
                                                          "run.running"]
-    assert [(s.phase, s.status, s.id == step) for s in journal.steps("run-1")] == [
+    assert [(s.phase, s.status, s.id == step) for s in journal.runs.steps("run-1")] == [
         ("plan:body", "planned", False), ("body", "started", True)]
     assert verify(journal).ok
 
 
-def test_an_error_inside_atomic_writes_nothing_and_the_chain_goes_on(journal, path):
+def test_an_error_inside_atomic_writes_nothing_and_the_chain_goes_on(journal, outside):
     new_run(journal, "run-0")
     with pytest.raises(RuntimeError, match="boom"), journal.atomic("record run-1"):
         new_run(journal)
-        journal.transition("run-1", S.DECIDED, actor="alice")
+        journal.runs.transition("run-1", S.DECIDED, actor="alice")
         journal.event("guardrail.tripped", actor="selfdrive", run_id="run-1")
         raise RuntimeError("boom")
-    assert [r["id"] for r in rows(path, "SELECT id FROM runs")] == ["run-0"]
+    assert [r["id"] for r in outside.rows("SELECT id FROM runs")] == ["run-0"]
     assert [e.kind for e in journal.events()] == ["run.requested"]
     new_run(journal)  # the journal is usable, and the chain links on from run-0
     assert len(journal.events()) == 2
     assert verify(journal).ok
 
 
-def test_a_failed_write_inside_atomic_fails_the_whole_even_if_caught(journal, path):
+def test_a_failed_write_inside_atomic_fails_the_whole_even_if_caught(journal, outside):
     with pytest.raises(JournalError) as info, journal.atomic("record run-1"):
         new_run(journal)
         try:
-            journal.transition("run-1", S.SUCCEEDED, actor="alice")  # illegal
+            journal.runs.transition("run-1", S.SUCCEEDED, actor="alice")  # illegal
         except JournalError:
             pass
         journal.event("after", actor="alice", run_id="run-1")
-    assert str(path) in str(info.value)
+    assert journal.name in str(info.value)
     assert "none of it was recorded" in str(info.value)
-    assert rows(path, "SELECT * FROM runs") == []
-    assert rows(path, "SELECT * FROM events") == []
+    assert outside.rows("SELECT * FROM runs") == []
+    assert outside.rows("SELECT * FROM events") == []
     new_run(journal)  # a failure does not stick to the next group
-    assert journal.get_run("run-1").status is S.REQUESTED
+    assert journal.runs.get("run-1").status is S.REQUESTED
 
 
 def test_atomic_gives_the_locked_error_naming_the_file(path):
@@ -122,7 +112,7 @@ def test_atomic_gives_the_locked_error_naming_the_file(path):
         holder.execute("ROLLBACK")
         holder.close()
         journal.close()
-    assert rows(path, "SELECT * FROM runs") == []
+    assert sqlite3.connect(path).execute("SELECT * FROM runs").fetchall() == []
 
 
 def test_other_threads_wait_for_the_group_and_never_see_half_of_it(journal):
@@ -130,11 +120,11 @@ def test_other_threads_wait_for_the_group_and_never_see_half_of_it(journal):
     with journal.atomic("record run-1"):
         new_run(journal)
         reader = threading.Thread(target=lambda: seen.append(
-            [r.status.value for r in journal.runs()]))
+            [r.status.value for r in journal.runs.find()]))
         reader.start()
         reader.join(0.3)
         assert reader.is_alive(), "a reader on the shared connection waits for the commit"
-        journal.transition("run-1", S.DECIDED, actor="alice")
+        journal.runs.transition("run-1", S.DECIDED, actor="alice")
     reader.join(5)
     assert seen == [["decided"]]
 
@@ -145,7 +135,7 @@ def test_other_threads_wait_for_the_group_and_never_see_half_of_it(journal):
 def test_writes_return_the_run_as_stored(journal):
     created = new_run(journal, firing={"kind": "alert", "name": "DiskFull", "own": True,
                                        "domain": None}, dedup_key="alert:x")
-    assert created == journal.get_run("run-1")
+    assert created == journal.runs.get("run-1")
     moves: list[tuple[RunState, dict[str, Any]]] = [
         (S.DECIDED, {"plan_hash": "a" * 64, "decision": {"mode": "approval",
                                                         "reasons": ["why", "not"]}}),
@@ -158,22 +148,23 @@ def test_writes_return_the_run_as_stored(journal):
         (S.ROLLED_BACK, {"error": "rolled back"}),
     ]
     for state, fields in moves:
-        record = journal.transition("run-1", state, actor="alice", data={"k": 1}, **fields)
-        assert record == journal.get_run("run-1"), state
+        record = journal.runs.transition("run-1", state, actor="alice", data={"k": 1}, **fields)
+        assert record == journal.runs.get("run-1"), state
     assert record.finished_at is not None and record.started_at is not None
     with journal.atomic("deny run-2"):
         new_run(journal, "run-2")
-        journal.transition("run-2", S.DECIDED, actor="alice", plan_hash="b" * 64)
-        pending = journal.transition("run-2", S.PENDING_APPROVAL, actor="alice", owner=None)
-    assert pending == journal.get_run("run-2")
-    denied = journal.record_denial("run-2", actor="bob", os_user="bob", reason="no",
+        journal.runs.transition("run-2", S.DECIDED, actor="alice", plan_hash="b" * 64)
+        pending = journal.runs.transition("run-2", S.PENDING_APPROVAL, actor="alice", owner=None)
+    assert pending == journal.runs.get("run-2")
+    denied = journal.approvals.deny("run-2", actor="bob", os_user="bob", reason="no",
                                    plan_hash="b" * 64)
-    assert denied == journal.get_run("run-2") and denied.status is S.DENIED
+    assert denied == journal.runs.get("run-2") and denied.status is S.DENIED
 
 
 # -- rate counts -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # SQLite's index hint and statement trace
 def test_rate_counts_match_count_runs_from_one_index_scan(journal):
     now = datetime.now(UTC)
     ages = {"a1": ("a", "autonomous", 10), "a2": ("a", "autonomous", 50),
@@ -181,16 +172,16 @@ def test_rate_counts_match_count_runs_from_one_index_scan(journal):
             "b1": ("b", "autonomous", 20), "b2": ("b", "dry-run", 20)}
     for run_id, (runbook, mode, minutes) in ages.items():
         at = (now - timedelta(minutes=minutes)).isoformat(timespec="microseconds")
-        journal.create_run({"id": run_id, "runbook": runbook, "mode": mode,
+        journal.runs.create({"id": run_id, "runbook": runbook, "mode": mode,
                             "requested_by": "alice", "created_at": at}, actor="alice")
     since = (now - timedelta(hours=1)).isoformat(timespec="microseconds")
     for runbook in ("a", "b", "c"):
-        own, total = journal.rate_counts(since=since, mode="autonomous", runbook=runbook)
-        assert own == journal.count_runs(since=since, mode="autonomous", runbook=runbook)
-        assert total == journal.count_runs(since=since, mode="autonomous")
-    assert journal.rate_counts(since=since, mode="autonomous", runbook="a") == (2, 3)
-    assert journal.rate_counts(since=since, mode="approval", runbook="c") == (0, 1)
+        own, total = journal.runs.rate_counts(since=since, mode="autonomous", runbook=runbook)
+        assert own == journal.runs.count(since=since, mode="autonomous", runbook=runbook)
+        assert total == journal.runs.count(since=since, mode="autonomous")
+    assert journal.runs.rate_counts(since=since, mode="autonomous", runbook="a") == (2, 3)
+    assert journal.runs.rate_counts(since=since, mode="approval", runbook="c") == (0, 1)
     with Statements(journal) as sql:
-        journal.rate_counts(since=since, mode="autonomous", runbook="a")
+        journal.runs.rate_counts(since=since, mode="autonomous", runbook="a")
     plan = [r[3] for r in journal.conn.execute("EXPLAIN QUERY PLAN " + sql.sql[0])]
     assert plan == ["SEARCH runs USING COVERING INDEX idx_runs_window (created_at>?)"]

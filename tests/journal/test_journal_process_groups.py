@@ -34,12 +34,12 @@ from selfdrive.sdk.vocabulary import RunState
 
 path, group = Path(sys.argv[1]), sys.argv[2]
 j = open_journal(path)
-j.create_run({"id": "run-dead", "runbook": "restart", "mode": "autonomous",
+j.runs.create({"id": "run-dead", "runbook": "restart", "mode": "autonomous",
               "requested_by": "alice", "params": {}}, actor="alice")
-j.transition("run-dead", RunState.DECIDED, actor="alice")
-assert j.acquire_lock("web1", "run-dead", ttl=3600) is None
-j.transition("run-dead", RunState.RUNNING, actor="alice")
-j.begin_step("run-dead", phase="body", kind="command", target="local",
+j.runs.transition("run-dead", RunState.DECIDED, actor="alice")
+assert j.locks.acquire("web1", "run-dead", ttl=3600) is None
+j.runs.transition("run-dead", RunState.RUNNING, actor="alice")
+j.runs.begin_step("run-dead", phase="body", kind="command", target="local",
              command="restart web1", pgroup=group)
 print("ready", flush=True)
 time.sleep(60)
@@ -82,7 +82,7 @@ def reap() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def _new_run(journal: SqliteJournal, run_id: str) -> None:
-    journal.create_run({"id": run_id, "runbook": "restart", "mode": "autonomous",
+    journal.runs.create({"id": run_id, "runbook": "restart", "mode": "autonomous",
                         "requested_by": "bob", "params": {}}, actor="bob")
 
 
@@ -96,12 +96,12 @@ def test_recovery_kills_the_recorded_group_before_it_releases_the_lock(path, rea
     journal = open_journal(path)  # recovery
     try:
         assert all(gone_soon(p, 0.1) for p in pids), "recovery returns once they are gone"
-        run = journal.get_run("run-dead")
+        run = journal.runs.get("run-dead")
         assert run.status is S.INTERRUPTED and "outlived" not in (run.error or "")
-        [step] = journal.steps("run-dead")
+        [step] = journal.runs.steps("run-dead")
         assert (step.status, step.pgroup) == ("unknown", group)
         _new_run(journal, "run-next")
-        assert journal.acquire_lock("web1", "run-next", ttl=60) is None
+        assert journal.locks.acquire("web1", "run-next", ttl=60) is None
     finally:
         journal.close()
 
@@ -115,11 +115,11 @@ def test_before_recovery_a_dead_runs_live_command_holds_its_lock(path, reap):
     journal = open_journal(path, recover=False)
     try:
         _new_run(journal, "run-next")
-        assert journal.acquire_lock("web1", "run-next", ttl=60) == "run-dead"
+        assert journal.locks.acquire("web1", "run-next", ttl=60) == "run-dead"
         os.killpg(shell.pid, signal.SIGKILL)
         shell.wait()
         assert all(gone_soon(p) for p in pids)
-        assert journal.acquire_lock("web1", "run-next", ttl=60) is None
+        assert journal.locks.acquire("web1", "run-next", ttl=60) is None
     finally:
         journal.close()
 
@@ -144,7 +144,7 @@ def test_a_group_recovery_may_not_kill_keeps_the_lock_until_it_is_gone(reap):
         "with tempfile.TemporaryDirectory() as warm:\n"
         "    open_journal(Path(warm) / 'j.db').close()\n"
         "os.setgid(65534); os.setuid(65534)\n"
-        "j = open_journal(Path(sys.argv[1])); print(j.get_run('run-dead').error); j.close()\n")
+        "j = open_journal(Path(sys.argv[1])); print(j.runs.get('run-dead').error); j.close()\n")
     proc = subprocess.run([sys.executable, "-c", recover_as_nobody, str(path)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -158,7 +158,7 @@ def test_a_group_recovery_may_not_kill_keeps_the_lock_until_it_is_gone(reap):
     try:
         assert all(gone_soon(p, 0.1) for p in pids)
         _new_run(journal, "run-next")
-        assert journal.acquire_lock("web1", "run-next", ttl=60) is None
+        assert journal.locks.acquire("web1", "run-next", ttl=60) is None
         released = [e for e in journal.events("run-dead") if e.kind == "lock.released"]
         assert [e.data["key"] for e in released] == ["web1"]
         [kept] = [e for e in journal.events("run-dead") if e.kind == "lock.kept"]
@@ -175,7 +175,7 @@ def test_a_kept_lock_is_held_whatever_its_expiry_while_the_group_lives(path, rea
     journal = open_journal(path, recover=False)
     try:
         _new_run(journal, "run-old")
-        journal.interrupt_run("run-old", actor="t", reason="its runner died")
+        journal.runs.interrupt("run-old", actor="t", reason="its runner died")
         # What recovery leaves when the group outlived the run: an expired lease, kept.
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("INSERT INTO locks (key, run_id, owner, acquired_at, expires_at, pgroup) "
@@ -183,11 +183,11 @@ def test_a_kept_lock_is_held_whatever_its_expiry_while_the_group_lives(path, rea
                      "'2020-01-01T00:00:01+00:00', ?)", (group,))
         conn.close()
         _new_run(journal, "run-new")
-        assert journal.acquire_lock("k", "run-new", ttl=60) == "run-old"  # expired, but held
+        assert journal.locks.acquire("k", "run-new", ttl=60) == "run-old"  # expired, but held
         os.killpg(shell.pid, signal.SIGKILL)
         shell.wait()
         assert all(gone_soon(p) for p in pids)
-        assert journal.acquire_lock("k", "run-new", ttl=60) is None
+        assert journal.locks.acquire("k", "run-new", ttl=60) is None
     finally:
         journal.close()
 
@@ -201,10 +201,10 @@ def test_a_reused_pid_is_never_killed(path, reap):
     _die_holding(path, f"{host}:{pid}:{int(start) - 1}")
     journal = open_journal(path)
     try:
-        assert journal.get_run("run-dead").status is S.INTERRUPTED
+        assert journal.runs.get("run-dead").status is S.INTERRUPTED
         assert all(pid_alive(p) for p in pids), "a stranger's processes were killed"
         _new_run(journal, "run-next")
-        assert journal.acquire_lock("web1", "run-next", ttl=60) is None
+        assert journal.locks.acquire("web1", "run-next", ttl=60) is None
     finally:
         journal.close()
 
@@ -217,15 +217,15 @@ def test_interrupting_a_run_ends_its_command_before_its_lock_goes(path, reap):
     journal = open_journal(path)
     try:
         _new_run(journal, "run-mine")
-        journal.transition("run-mine", S.DECIDED, actor="t")
-        assert journal.acquire_lock("k", "run-mine", ttl=3600) is None
-        journal.transition("run-mine", S.RUNNING, actor="t")
-        journal.begin_step("run-mine", phase="body", kind="command", target="local",
+        journal.runs.transition("run-mine", S.DECIDED, actor="t")
+        assert journal.locks.acquire("k", "run-mine", ttl=3600) is None
+        journal.runs.transition("run-mine", S.RUNNING, actor="t")
+        journal.runs.begin_step("run-mine", phase="body", kind="command", target="local",
                            command="sleep", pgroup=process_identity(shell.pid))
-        run = journal.interrupt_run("run-mine", actor="t", reason="stopped at once")
+        run = journal.runs.interrupt("run-mine", actor="t", reason="stopped at once")
         assert run.status is S.INTERRUPTED
         assert all(gone_soon(p, 0.1) for p in pids)
         _new_run(journal, "run-next")
-        assert journal.acquire_lock("k", "run-next", ttl=60) is None
+        assert journal.locks.acquire("k", "run-next", ttl=60) is None
     finally:
         journal.close()

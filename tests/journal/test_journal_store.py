@@ -1,4 +1,5 @@
-"""The SQLite journal: durability settings, migrations, the hash chain, locking, recovery."""
+"""The journal, on SQLite and on PostgreSQL alike (the ``journal`` fixture is both):
+durability settings, migrations, the hash chain, locking, recovery."""
 
 from __future__ import annotations
 
@@ -36,9 +37,12 @@ def raw(path: Path) -> sqlite3.Connection:
 
 
 def new_run(journal: SqliteJournal, run_id: str = "run-1", **fields: Any):
-    return journal.create_run({"id": run_id, "runbook": "clean-disk", "mode": "autonomous",
+    return journal.runs.create({"id": run_id, "runbook": "clean-disk", "mode": "autonomous",
                                "requested_by": "alice", "params": {"host": "web1"},
                                **fields}, actor="alice")
+
+
+EVENTS = "SELECT * FROM events ORDER BY id"
 
 
 def event_rows(path: Path) -> list[dict[str, Any]]:
@@ -64,6 +68,7 @@ def chain_breaks(rows: list[dict[str, Any]]) -> list[int]:
 # -- durability settings and migrations ----------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_wal_mode_and_full_sync(journal, path):
     assert journal.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert journal.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
@@ -142,17 +147,17 @@ def test_concurrent_first_opens_migrate_once(path):
 
 def fill(journal: SqliteJournal) -> None:
     new_run(journal, "run-1")
-    journal.transition("run-1", S.DECIDED, actor="alice", data={"mode": "autonomous"})
-    journal.set_flag(HALT_FLAG, {"by": "bob", "reason": "maintenance", "since": "now"},
+    journal.runs.transition("run-1", S.DECIDED, actor="alice", data={"mode": "autonomous"})
+    journal.flags.set(HALT_FLAG, {"by": "bob", "reason": "maintenance", "since": "now"},
                      actor="bob")
     journal.event("note.custom", actor="carol", data={"text": "ünïcödé ✓", "n": [1, 2]})
-    journal.set_flag(HALT_FLAG, None, actor="bob")
-    journal.transition("run-1", S.RUNNING, actor="alice")
+    journal.flags.set(HALT_FLAG, None, actor="bob")
+    journal.runs.transition("run-1", S.RUNNING, actor="alice")
 
 
-def test_events_form_a_hash_chain(journal, path):
+def test_events_form_a_hash_chain(journal, outside):
     fill(journal)
-    rows = event_rows(path)
+    rows = outside.rows(EVENTS)
     assert [r["kind"] for r in rows] == ["run.requested", "run.decided", "halt.on",
                                          "note.custom", "halt.off", "run.running"]
     assert rows[0]["prev_hash"] == GENESIS
@@ -173,39 +178,29 @@ def test_events_form_a_hash_chain(journal, path):
     ("at", "2020-01-01T00:00:00.000000+00:00"),
     ("kind", "run.planned"),
 ])
-def test_tampering_with_a_row_breaks_the_chain(journal, path, column, value):
+@pytest.mark.forged_journal
+def test_tampering_with_a_row_breaks_the_chain(journal, outside, column, value):
     fill(journal)
-    conn = raw(path)
-    try:
-        conn.execute(f"UPDATE events SET {column} = ? WHERE kind = 'run.decided'", (value,))
-        tampered = conn.execute("SELECT id FROM events WHERE "
-                                "prev_hash = (SELECT hash FROM events WHERE id = 1)").fetchone()
-    finally:
-        conn.close()
-    assert chain_breaks(event_rows(path)) == [tampered["id"]]
+    outside.execute(f"UPDATE events SET {column} = ? WHERE kind = 'run.decided'", value)
+    [tampered] = outside.rows("SELECT id FROM events WHERE "
+                              "prev_hash = (SELECT hash FROM events WHERE id = 1)")
+    assert chain_breaks(outside.rows(EVENTS)) == [tampered["id"]]
 
 
-def test_rewriting_a_hash_or_deleting_a_row_breaks_the_links(journal, path):
+def test_rewriting_a_hash_or_deleting_a_row_breaks_the_links(journal, outside):
     fill(journal)
-    conn = raw(path)
-    try:
-        conn.execute("DELETE FROM events WHERE kind = 'note.custom'")
-    finally:
-        conn.close()
-    rows = event_rows(path)
+    outside.execute("DELETE FROM events WHERE kind = 'note.custom'")
+    rows = outside.rows(EVENTS)
     assert [r["kind"] for r in rows if r["id"] in chain_breaks(rows)] == ["halt.off"]
 
-    conn = raw(path)
-    try:  # recomputing the tampered row's own hash only moves the break to the next row
-        row = conn.execute("SELECT * FROM events WHERE kind = 'halt.off'").fetchone()
-        prev = conn.execute("SELECT hash FROM events WHERE kind = 'halt.on'").fetchone()[0]
-        digest = event_digest(prev, row["at"], row["kind"], row["actor"], row["run_id"],
-                              row["data"])
-        conn.execute("UPDATE events SET prev_hash = ?, hash = ? WHERE id = ?",
-                     (prev, digest, row["id"]))
-    finally:
-        conn.close()
-    rows = event_rows(path)
+    # Recomputing the tampered row's own hash only moves the break to the next row.
+    [row] = outside.rows("SELECT * FROM events WHERE kind = 'halt.off'")
+    [prev] = outside.rows("SELECT hash FROM events WHERE kind = 'halt.on'")
+    digest = event_digest(prev["hash"], row["at"], row["kind"], row["actor"], row["run_id"],
+                          row["data"])
+    outside.execute("UPDATE events SET prev_hash = ?, hash = ? WHERE id = ?", prev["hash"],
+                    digest, row["id"])
+    rows = outside.rows(EVENTS)
     assert [r["kind"] for r in rows if r["id"] in chain_breaks(rows)] == ["run.running"]
 
 
@@ -259,7 +254,7 @@ def test_a_held_write_lock_gives_a_clear_error_and_writes_nothing(path):
         holder.execute("ROLLBACK")
         run = new_run(journal)
         assert run.status is S.REQUESTED
-        assert [r.id for r in journal.runs()] == ["run-1"]
+        assert [r.id for r in journal.runs.find()] == ["run-1"]
         assert [e.kind for e in journal.events()] == ["run.requested"]
     finally:
         holder.close()
@@ -326,6 +321,7 @@ def test_a_writer_killed_inside_a_transaction_does_not_wedge_the_journal(path):
         journal.close()
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # SQLite's WAL; PostgreSQL's MVCC is its own
 def test_readers_do_not_block_the_writer(journal, path):
     reader = raw(path)
     try:
@@ -347,16 +343,16 @@ def test_legal_transitions_update_the_row_and_log_an_event(journal):
     run = new_run(journal)
     assert run.status is S.REQUESTED and run.owner == journal.owner
     assert run.params == {"host": "web1"}
-    journal.transition(run.id, S.DECIDED, actor="alice")
-    running = journal.transition(run.id, S.RUNNING, actor="alice")
+    journal.runs.transition(run.id, S.DECIDED, actor="alice")
+    running = journal.runs.transition(run.id, S.RUNNING, actor="alice")
     assert running.started_at is not None and running.finished_at is None
-    done = journal.transition(run.id, S.SUCCEEDED, actor="alice", verified=True)
+    done = journal.runs.transition(run.id, S.SUCCEEDED, actor="alice", verified=True)
     assert done.finished_at is not None
     kinds = [(e.kind, e.data.get("from")) for e in journal.events(run.id)]
     assert kinds == [("run.requested", None), ("run.decided", "requested"),
                      ("run.running", "decided"), ("run.succeeded", "running")]
-    assert journal.verified_successes("clean-disk") == 1
-    assert journal.recent_outcomes("clean-disk", 5) == [("succeeded", True)]
+    assert journal.runs.verified_successes("clean-disk") == 1
+    assert journal.runs.recent_outcomes("clean-disk", 5) == [("succeeded", True)]
 
 
 @pytest.mark.parametrize(("path_to", "illegal"), [
@@ -368,68 +364,65 @@ def test_legal_transitions_update_the_row_and_log_an_event(journal):
 def test_illegal_transition_raises_and_changes_nothing(journal, path_to, illegal):
     run = new_run(journal)
     for state in path_to:
-        journal.transition(run.id, state, actor="alice")
-    before = journal.get_run(run.id)
+        journal.runs.transition(run.id, state, actor="alice")
+    before = journal.runs.get(run.id)
     count = len(journal.events())
     with pytest.raises(JournalError, match=f"cannot become {illegal.value}"):
-        journal.transition(run.id, illegal, actor="alice")
-    assert journal.get_run(run.id) == before
+        journal.runs.transition(run.id, illegal, actor="alice")
+    assert journal.runs.get(run.id) == before
     assert len(journal.events()) == count
 
 
 def test_transition_of_an_unknown_run_raises(journal):
     with pytest.raises(JournalError, match="no run"):
-        journal.transition("nope", S.DECIDED, actor="alice")
+        journal.runs.transition("nope", S.DECIDED, actor="alice")
 
 
-def test_another_process_may_not_move_an_owned_run(journal, path):
+def test_another_process_may_not_move_an_owned_run(journal, another):
     run = new_run(journal)
-    journal.transition(run.id, S.DECIDED, actor="alice")
-    stranger = SqliteJournal(path)
+    journal.runs.transition(run.id, S.DECIDED, actor="alice")
+    stranger = another
     stranger.owner = "elsewhere:1:1"
-    try:
-        with pytest.raises(JournalError, match="owned by"):
-            stranger.transition(run.id, S.RUNNING, actor="mallory")
-        with pytest.raises(JournalError, match="may not act for it"):
-            stranger.begin_step(run.id, phase="body", kind="command")
-    finally:
-        stranger.close()
-    assert journal.get_run(run.id).status is S.DECIDED
+    with pytest.raises(JournalError, match="owned by"):
+        stranger.runs.transition(run.id, S.RUNNING, actor="mallory")
+    with pytest.raises(JournalError, match="may not act for it"):
+        stranger.runs.begin_step(run.id, phase="body", kind="command")
+    assert journal.runs.get(run.id).status is S.DECIDED
 
 
 def test_steps_are_numbered_and_only_recorded_while_stepping(journal):
     run = new_run(journal)
     with pytest.raises(JournalError, match="requested"):
-        journal.begin_step(run.id, phase="body", kind="command")
-    journal.transition(run.id, S.DECIDED, actor="alice")
-    journal.transition(run.id, S.RUNNING, actor="alice")
-    first = journal.begin_step(run.id, phase="body", kind="command", command="echo hi",
+        journal.runs.begin_step(run.id, phase="body", kind="command")
+    journal.runs.transition(run.id, S.DECIDED, actor="alice")
+    journal.runs.transition(run.id, S.RUNNING, actor="alice")
+    first = journal.runs.begin_step(run.id, phase="body", kind="command", command="echo hi",
                                readonly=False)
-    journal.finish_step(first, status="ok", exit_code=0, stdout="hi\n",
+    journal.runs.finish_step(first, status="ok", exit_code=0, stdout="hi\n",
                         data={"bytes": 3})
-    second = journal.begin_step(run.id, phase="body", kind="log", stdout="note")
-    steps = journal.steps(run.id)
+    second = journal.runs.begin_step(run.id, phase="body", kind="log", stdout="note")
+    steps = journal.runs.steps(run.id)
     assert [(s.seq, s.status) for s in steps] == [(1, "ok"), (2, "started")]
     assert steps[0].data == {"bytes": 3} and steps[0].exit_code == 0
     assert steps[0].finished_at is not None and steps[1].finished_at is None
     assert second == steps[1].id
-    journal.finish_step(second, status="ok")
-    journal.transition(run.id, S.SUCCEEDED, actor="alice")
+    journal.runs.finish_step(second, status="ok")
+    journal.runs.transition(run.id, S.SUCCEEDED, actor="alice")
     with pytest.raises(JournalError):
-        journal.begin_step(run.id, phase="body", kind="command")
+        journal.runs.begin_step(run.id, phase="body", kind="command")
 
 
 def test_halt_fence_refuses_a_step_and_writes_nothing(journal):
     run = new_run(journal)
-    journal.transition(run.id, S.DECIDED, actor="alice")
-    journal.transition(run.id, S.RUNNING, actor="alice")
-    journal.set_flag(HALT_FLAG, {"by": "bob", "reason": "freeze"}, actor="bob")
-    assert journal.get_flag(HALT_FLAG) == {"by": "bob", "reason": "freeze"}
+    journal.runs.transition(run.id, S.DECIDED, actor="alice")
+    journal.runs.transition(run.id, S.RUNNING, actor="alice")
+    journal.flags.set(HALT_FLAG, {"by": "bob", "reason": "freeze"}, actor="bob")
+    assert journal.flags.get(HALT_FLAG) == {"by": "bob", "reason": "freeze"}
     with pytest.raises(HaltedError, match="freeze"):
-        journal.begin_step(run.id, phase="body", kind="command", fence_halt=True)
-    assert journal.steps(run.id) == []
-    journal.begin_step(run.id, phase="body", kind="command", fence_halt=False)
-    assert len(journal.steps(run.id)) == 1
+        journal.runs.begin_step(run.id, phase="body", kind="command", fence_halt=True)
+    assert journal.runs.steps(run.id) == []
+    journal.runs.begin_step(run.id, phase="body", kind="command", fence_halt=False)
+    assert len(journal.runs.steps(run.id)) == 1
 
 
 def test_duplicate_run_id_or_dedup_key_is_refused(journal):
@@ -439,17 +432,17 @@ def test_duplicate_run_id_or_dedup_key_is_refused(journal):
     with pytest.raises(DuplicateRunError, match="not recorded") as taken:
         new_run(journal, "run-2", dedup_key="alert:DiskFull:web1")
     assert taken.value.run_id == "run-1"  # who holds the key: a duplicate, not a failure
-    assert [r.id for r in journal.runs()] == ["run-1"]
+    assert [r.id for r in journal.runs.find()] == ["run-1"]
 
 
 def test_get_run_by_unique_prefix(journal):
     new_run(journal, "20260101-000000-aaaaaa")
     new_run(journal, "20260101-000000-abbbbb")
-    assert journal.get_run("20260101-000000-aa").id == "20260101-000000-aaaaaa"
+    assert journal.runs.get("20260101-000000-aa").id == "20260101-000000-aaaaaa"
     with pytest.raises(Exception, match="more than one run"):
-        journal.get_run("20260101-000000-a")
+        journal.runs.get("20260101-000000-a")
     with pytest.raises(Exception, match="no run"):
-        journal.get_run("zzz")
+        journal.runs.get("zzz")
 
 
 # -- crash recovery ------------------------------------------------------------------
@@ -461,13 +454,13 @@ from selfdrive.journal import open_journal
 from selfdrive.sdk.vocabulary import RunState
 
 j = open_journal(Path(sys.argv[1]))
-j.create_run({"id": "run-crash", "runbook": "clean-disk", "mode": "autonomous",
+j.runs.create({"id": "run-crash", "runbook": "clean-disk", "mode": "autonomous",
               "requested_by": "alice", "params": {}}, actor="alice")
-j.transition("run-crash", RunState.DECIDED, actor="alice")
-j.transition("run-crash", RunState.RUNNING, actor="alice")
-done = j.begin_step("run-crash", phase="body", kind="command", command="echo one")
-j.finish_step(done, status="ok", exit_code=0, stdout="one")
-j.begin_step("run-crash", phase="body", kind="command", command="rm -rf /data/old")
+j.runs.transition("run-crash", RunState.DECIDED, actor="alice")
+j.runs.transition("run-crash", RunState.RUNNING, actor="alice")
+done = j.runs.begin_step("run-crash", phase="body", kind="command", command="echo one")
+j.runs.finish_step(done, status="ok", exit_code=0, stdout="one")
+j.runs.begin_step("run-crash", phase="body", kind="command", command="rm -rf /data/old")
 print(j.owner, flush=True)
 time.sleep(60)
 """
@@ -486,10 +479,10 @@ def test_recovery_marks_a_dead_processes_run_interrupted(path):
 
     journal = open_journal(path)
     try:
-        run = journal.get_run("run-crash")
+        run = journal.runs.get("run-crash")
         assert run.status is S.INTERRUPTED
         assert owner in (run.error or "") and "not re-run" in (run.error or "")
-        steps = journal.steps("run-crash")
+        steps = journal.runs.steps("run-crash")
         assert [(s.seq, s.status) for s in steps] == [(1, "ok"), (2, "unknown")]
         assert steps[0].stdout == "one" and steps[0].exit_code == 0
         assert "outcome is unknown" in (steps[1].error or "")
@@ -498,7 +491,7 @@ def test_recovery_marks_a_dead_processes_run_interrupted(path):
         assert last.data == {"from": "running", "dead_owner": owner,
                              "steps_outcome_unknown": 1}
         assert chain_breaks(event_rows(path)) == []
-        assert journal.recover() == []  # once is enough
+        assert journal.runs.recover() == []  # once is enough
     finally:
         journal.close()
 
@@ -511,12 +504,12 @@ def test_recovery_leaves_live_pending_and_foreign_owners_alone(path):
         new_run(journal, "run-live", owner=live_owner)
         new_run(journal, "run-foreign", owner="some-other-host:1:1")
         mine = new_run(journal, "run-pending")
-        journal.transition(mine.id, S.DECIDED, actor="alice")
-        journal.transition(mine.id, S.PENDING_APPROVAL, actor="alice", owner=None)
+        journal.runs.transition(mine.id, S.DECIDED, actor="alice")
+        journal.runs.transition(mine.id, S.PENDING_APPROVAL, actor="alice", owner=None)
         journal.close()
 
         again = open_journal(path)
-        assert again.get_run("run-live").status is S.REQUESTED
+        assert again.runs.get("run-live").status is S.REQUESTED
         again.close()
     finally:
         sleeper.kill()
@@ -524,9 +517,9 @@ def test_recovery_leaves_live_pending_and_foreign_owners_alone(path):
 
     after = open_journal(path)
     try:
-        assert after.get_run("run-live").status is S.INTERRUPTED
-        assert after.get_run("run-foreign").status is S.REQUESTED
-        assert after.get_run("run-pending").status is S.PENDING_APPROVAL
+        assert after.runs.get("run-live").status is S.INTERRUPTED
+        assert after.runs.get("run-foreign").status is S.REQUESTED
+        assert after.runs.get("run-pending").status is S.PENDING_APPROVAL
     finally:
         after.close()
 
@@ -540,7 +533,7 @@ def test_a_recycled_pid_is_not_mistaken_for_the_owner(path):
     journal.close()
     reopened = open_journal(path)
     try:
-        assert reopened.get_run("run-old").status is S.INTERRUPTED
+        assert reopened.runs.get("run-old").status is S.INTERRUPTED
     finally:
         reopened.close()
 
@@ -552,6 +545,6 @@ def test_open_without_recovery_touches_nothing(path):
     journal.close()
     quiet = open_journal(path, recover=False)
     try:
-        assert quiet.get_run("run-old").status is S.REQUESTED
+        assert quiet.runs.get("run-old").status is S.REQUESTED
     finally:
         quiet.close()

@@ -122,7 +122,7 @@ def test_dry_run_changes_nothing_then_a_run_restarts_all_three(project: Path,
     assert all(after[a] and after[a] != before[a] for a in after), (before, after)
     for pid in after.values():
         assert wait_until(lambda p=pid: Path(f"/proc/{p}").exists())
-    steps = executor.journal.steps(again.run.id)
+    steps = executor.journal.runs.steps(again.run.id)
     live = [s for s in steps if s.phase == "body" and s.kind == "command" and not s.readonly]
     assert sorted(s.target for s in live) == ["web1", "web2", "web3"]
     assert all(s.status == "ok" for s in live)

@@ -934,7 +934,7 @@ def test_an_operand_refuses_what_a_command_would_misread(value: str, message: st
     for params, loc in (({"archive": value}, "archive"),
                         ({"archive": "a.tar", "names": ["ok", value]}, "names.1")):
         with pytest.raises(ParameterError, match=re.escape(
-                f"parameter '{loc}': Value error, {message} (got {value!r})")):
+                f"parameter '{loc}': {message} (got {value!r})")):
             pack.validate_params(params)
     assert pack.validate_params({"archive": "a -b.tar", "names": ["x-", "./-y"]}) == {
         "archive": "a -b.tar", "names": ["x-", "./-y"]}

@@ -78,7 +78,7 @@ def fire(take: AlertIntake, alert: Alert) -> list[Any]:
     [received] = take.receive([alert])
     for job in received.jobs:
         take.run(job)
-    row = take.journal.get_alert(received.alert_id)
+    row = take.journal.alerts.get(received.alert_id)
     assert row is not None
     return row["claims"]
 
@@ -90,7 +90,7 @@ def test_several_runbooks_match_in_declared_order_with_policy_per_runbook(
     alert = Alert("DiskFull", {"host": "db1", "team": "db", "domain": "storage"})
     claims = fire(take, alert)
     assert [c["runbook"] for c in claims] == ["clean-disk", "grow-volume", "disk-report"]
-    runs = {c["runbook"]: take.journal.get_run(c["run_id"]) for c in claims}
+    runs = {c["runbook"]: take.journal.runs.get(c["run_id"]) for c in claims}
     # L3: LOW auto; MEDIUM auto inside the alert's domain (from the "domain" label).
     assert runs["clean-disk"].mode == "autonomous"
     assert runs["grow-volume"].mode == "autonomous"
@@ -99,7 +99,7 @@ def test_several_runbooks_match_in_declared_order_with_policy_per_runbook(
     assert runs["grow-volume"].firing == {"kind": "alert", "name": "DiskFull", "own": True,
                                           "domain": "storage"}
     other = fire(take, Alert("DiskFull", {"host": "db2", "team": "db", "domain": "net"}))
-    grow = take.journal.get_run(next(c for c in other if c["runbook"] == "grow-volume")
+    grow = take.journal.runs.get(next(c for c in other if c["runbook"] == "grow-volume")
                                 ["run_id"])
     assert grow.status.value == "pending_approval"  # outside its domain: a human approves
 
@@ -129,7 +129,7 @@ def test_a_run_still_in_flight_dedups_beyond_the_window(project: Project) -> Non
     take = intake(project, clock=clock)
     alert = Alert("DiskFull", {"host": "db1", "team": "db"}, fingerprint="fp-db1")
     first = {c["runbook"]: c for c in fire(take, alert)}
-    pending = take.journal.get_run(first["grow-volume"]["run_id"])
+    pending = take.journal.runs.get(first["grow-volume"]["run_id"])
     assert pending.status.value == "pending_approval"
     clock.now += timedelta(hours=3)
     again = {c["runbook"]: c for c in fire(take, alert)}
@@ -171,7 +171,7 @@ def test_a_storm_of_distinct_alerts_is_bounded_by_the_rate_limit(project: Projec
         for i in range(8):
             claims = fire(take, Alert("DiskFull", {"host": f"web{i}"}))
             [claim] = [c for c in claims if c["runbook"] == "clean-disk"]
-            statuses.append(take.journal.get_run(claim["run_id"]).status.value)
+            statuses.append(take.journal.runs.get(claim["run_id"]).status.value)
         notifier.flush(10)
     finally:
         server.shutdown()
@@ -202,7 +202,7 @@ def test_at_l2_read_only_matches_are_diagnostics_with_a_brief(project: Project) 
     diag = next(c for c in claims if c["runbook"] == "disk-report")
     assert diag["diagnostic"] and diag["outcome"] == "started"
     assert not next(c for c in claims if c["runbook"] == "clean-disk")["diagnostic"]
-    row = take.journal.get_alert(diag["alert_id"])
+    row = take.journal.alerts.get(diag["alert_id"])
     assert row is not None
     brief = row["brief"]
     assert brief.startswith("# DiskFull — alert #")
@@ -214,7 +214,7 @@ def test_at_l2_read_only_matches_are_diagnostics_with_a_brief(project: Project) 
     below = intake(project)
     claims = fire(below, Alert("DiskFull", {"host": "web9"}))
     assert not any(c["diagnostic"] for c in claims)
-    row = below.journal.get_alert(claims[0]["alert_id"])
+    row = below.journal.alerts.get(claims[0]["alert_id"])
     assert row is not None and row["brief"] is None
 
 
@@ -273,11 +273,11 @@ def test_claims_a_dead_receiver_queued_are_started_again_or_abandoned(
     assert sorted((j.alert_id, j.runbook) for j in jobs) == sorted(
         (fresh.alert_id, j.runbook) for j in fresh.jobs)
     assert {j.params.get("host") for j in jobs} <= {"fresh", None}
-    abandoned = take.journal.alert_claims(alert_id=old.alert_id)
+    abandoned = take.journal.alerts.claims(alert_id=old.alert_id)
     assert {c["outcome"] for c in abandoned} == {"abandoned"}
     for job in jobs:
         take.run(job)
-    assert {c["outcome"] for c in take.journal.alert_claims(alert_id=fresh.alert_id)} == \
+    assert {c["outcome"] for c in take.journal.alerts.claims(alert_id=fresh.alert_id)} == \
         {"started"}
 
 
@@ -299,13 +299,13 @@ def test_a_resolved_alert_replayed_as_firing_starts_nothing_but_a_new_firing_doe
     clock.now += timedelta(minutes=11)
     [again] = take.receive([am("firing", "2026-11-25T09:58:00.000000000Z")])
     assert again.jobs == () and again.claims == ()
-    row = take.journal.get_alert(again.alert_id)
+    row = take.journal.alerts.get(again.alert_id)
     assert row is not None and row["status"] == "ignored"
     assert f"not after alert #{resolved.alert_id} resolved" in row["reason"]
     # The same alert firing anew begins after the resolution: that starts a run.
     assert [c["outcome"] for c in fire(take, am("firing", "2026-11-25T10:11:30Z"))] == \
         ["started"]
-    assert len(take.journal.runs(runbook="needs-int")) == 2
+    assert len(take.journal.runs.find(runbook="needs-int")) == 2
 
 
 def test_a_claim_whose_run_an_orphaned_worker_recorded_is_a_linked_duplicate(
@@ -327,11 +327,11 @@ def test_a_claim_whose_run_an_orphaned_worker_recorded_is_a_linked_duplicate(
     # … so the new receiver's attempt is a duplicate of it, linked, and nothing runs twice.
     result = new_receiver.run(again)
     assert result.error is None and result.run is not None and result.run.id == orphan.run.id
-    [claim] = new_receiver.journal.alert_claims(alert_id=received.alert_id)
+    [claim] = new_receiver.journal.alerts.claims(alert_id=received.alert_id)
     assert claim["outcome"] == "duplicate" and claim["run_id"] == orphan.run.id
     assert f"a duplicate of run {orphan.run.id}" in claim["detail"]
     assert "succeeded" in claim["detail"] and "UNIQUE" not in claim["detail"]
-    assert [r.id for r in new_receiver.journal.runs(runbook="needs-int")] == [orphan.run.id]
+    assert [r.id for r in new_receiver.journal.runs.find(runbook="needs-int")] == [orphan.run.id]
 
 
 def test_refusals_are_counted_on_one_row_per_address_per_minute(project: Project) -> None:

@@ -84,11 +84,11 @@ def test_after_three_minutes_down_it_runs_once_and_journals_the_misses(
     assert [(r.status, r.fire, r.missed) for r in second.results] == [
         ("missed", None, 2), ("ran", "2026-11-25T10:03:00+00:00", 0)]
     assert len(lines(project)) == 2  # once for 10:00, once on restart
-    fires = {f["fire_time"]: f for f in project.journal().schedule_fires("every-minute")}
+    fires = {f["fire_time"]: f for f in project.journal().schedules.fires("every-minute")}
     assert {t: f["status"] for t, f in fires.items()} == {
         "2026-11-25T10:00:00+00:00": "done", "2026-11-25T10:01:00+00:00": "missed",
         "2026-11-25T10:02:00+00:00": "missed", "2026-11-25T10:03:00+00:00": "done"}
-    run = project.journal().get_run(fires["2026-11-25T10:03:00+00:00"]["run_id"])
+    run = project.journal().runs.get(fires["2026-11-25T10:03:00+00:00"]["run_id"])
     assert run.status.value == "succeeded" and run.requested_by == "scheduler"
     assert run.firing == {"kind": "schedule", "name": "every-minute", "own": True,
                           "domain": None}
