@@ -206,7 +206,9 @@ class FakeRunContext(RunContext):
                 extravars: Mapping[str, Any] | None = None, readonly: bool = False,
                 timeout: float | None = None, check: bool = True) -> AnsibleResult:
         from selfdrive.executor.ansible import raise_if_failed
+        from selfdrive.executor.reads import EVERY_TARGET
 
+        self._changing(EVERY_TARGET, readonly=readonly)
         return raise_if_failed(self._fake._ansible(self, playbook, hosts=hosts,
                                                    extravars=extravars or {},
                                                    readonly=readonly), check=check)

@@ -20,6 +20,7 @@ from selfdrive.executor.engine import Executor, _truth, planning_failed, traceba
 from selfdrive.executor.observe import Observer, SilentObserver
 from selfdrive.executor.plan import Plan
 from selfdrive.executor.pool import TargetPool
+from selfdrive.executor.reads import ReadLedger, ReadRecorder
 from selfdrive.executor.redact import Redactor
 from selfdrive.executor.sinks import MemorySink, StepSink
 from selfdrive.registry.load import Registry
@@ -46,9 +47,10 @@ class _KitExecutor(Executor):
 
     def _context(self, run_id: str, mode: Mode, values: Mapping[str, Any], sink: StepSink,
                  rb: Runbook, pool: TargetPool, redact: Redactor,
-                 observer: Observer | None = None) -> RunContext:
+                 observer: Observer | None = None,
+                 reads: ReadRecorder | ReadLedger | None = None) -> RunContext:
         ctx = super()._context(run_id, mode, values, self._fake.tap(sink), rb, pool, redact,
-                               observer=observer)
+                               observer=observer, reads=reads)
         return self._fake.context(ctx._scope)
 
 
@@ -153,9 +155,11 @@ class Simulation:
 def simulate(runbook: Runbook, fake: FakeContext | None = None, /, **params: Any) -> Simulation:
     """Run ``runbook`` against ``fake`` as the executor would run an approved request.
 
-    The plan comes first (so read-only commands of preconditions, body and rollback
-    answer twice: in the plan and in the run), then preconditions, body,
-    verifications (``attempts`` tries each) and, on failure, the rollback. Mutating
+    The plan comes first, then preconditions, body, verifications (``attempts`` tries
+    each) and, on failure, the rollback. As in a real run, a read the plan ran is taken
+    from the plan instead of asked again (same target and command, in order, until a
+    change on that target; ``[executor] reuse_reads`` of the fake's config, ``0s``: never),
+    so ``fake.calls`` lists it once; its live step carries ``data["reused"]``. Mutating
     commands go to the fakes and need scripts (or ``FakeContext(default_ok=True)``).
     """
     fake = fake if fake is not None else FakeContext()
@@ -183,7 +187,8 @@ def simulate(runbook: Runbook, fake: FakeContext | None = None, /, **params: Any
         run_id="simulated", mode=Mode.APPROVAL, params=values, sink=fake.tap(sink),
         pool=fake.pool(), redact=redact, observer=SilentObserver(),
         deadline=time.monotonic() + runbook.timeout.total_seconds(),
-        output_limit=ex.output_limit, command_timeout=ex.command_timeout))
+        output_limit=ex.output_limit, command_timeout=ex.command_timeout,
+        reads=ReadLedger(plan.reads)))
     loop = _Loop(runbook, values, redact, sink, lambda exc: executor.describe(runbook, exc))
     try:
         status, code, message = loop.execute(ctx)
