@@ -203,10 +203,11 @@ class RunContext(Context):
         s = self._scope
         fields = self._env_fields(command)
         fields["data"] = {**fields.get("data", {}), **reuse.marker}
-        token = s.sink.begin(s.phase, "command", target=target.name, command=str(command),
-                             readonly=True, planned=False, **fields)
-        # Nothing ran now: the step took no time of this run's.
-        self.finish(token, replace(reuse.read.result, duration=0.0), reused=True)
+        with s.sink.batch(f"record a read taken from the plan: {command}"):
+            token = s.sink.begin(s.phase, "command", target=target.name,
+                                 command=str(command), readonly=True, planned=False, **fields)
+            # Nothing ran now: the step took no time of this run's.
+            self.finish(token, replace(reuse.read.result, duration=0.0), reused=True)
         return reuse.read.result
 
     def _intent(self, tokens: list[int], target: str, command: Command, readonly: bool,
@@ -340,12 +341,14 @@ class _Group(HostGroup):
         targets = [s.pool.ssh(spec) for spec in self._specs]
         progress = _Progress(s.observer, len(targets))
         reused: dict[str, CommandResult] = {}
-        for target in targets:
-            reuse = s.reads.take(target, command) if s.reads is not None and readonly else None
-            if reuse is not None:
-                reused[target.name] = ctx._reused(target, command, reuse)
-            else:
-                ctx._changing(target.name, readonly=readonly)
+        with s.sink.batch(f"record the reads taken from the plan: {command}"):
+            for target in targets:
+                reuse = (s.reads.take(target, command) if s.reads is not None and readonly
+                         else None)
+                if reuse is not None:
+                    reused[target.name] = ctx._reused(target, command, reuse)
+                else:
+                    ctx._changing(target.name, readonly=readonly)
 
         def on_start(target: Target, cmd: Command) -> int:
             token = ctx.begin(target.name, cmd, readonly=readonly)

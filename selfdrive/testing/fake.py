@@ -13,6 +13,7 @@ a runbook's own ``except Exception`` cannot turn a missing script into a pass.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -155,6 +156,9 @@ class _Tap:
 
     def finish(self, token: int, status: str, **fields: Any) -> None:
         self.sink.finish(token, status, **fields)
+
+    def batch(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        return self.sink.batch(doing)
 
 
 class FakeTarget:
