@@ -23,7 +23,7 @@ from selfdrive.sdk.errors import ConfigError
 SELFDRIVE = str(Path(sys.executable).parent / "selfdrive")
 
 BOOK = '''
-from selfdrive import Context, Risk, runbook
+from selfdrive import Context, Risk, SecretStr, runbook
 
 COUNT = "echo x >> {{ log }}; wc -l < {{ log }}"
 
@@ -54,6 +54,13 @@ def look_until_seen(ctx: Context, log: str) -> None:
     """A read that fails the first time it runs."""
     first = ctx.run(COUNT + " | grep -qv '^1$'", readonly=True, check=False)
     ctx.log(f"exit {first.exit_code}")
+
+
+@runbook(risk=Risk.LOW, timeout="1m")
+def look_secret(ctx: Context, log: str, token: SecretStr, out: str) -> None:
+    """A read whose output holds the secret; the change writes what the read saw."""
+    seen = ctx.run(COUNT + " >/dev/null; echo $TOKEN", readonly=True, env={"TOKEN": token})
+    ctx.run("printf %s {{ seen }} > {{ out }}", seen=seen.stdout.strip(), out=out)
 
 
 @runbook(risk=Risk.LOW, timeout="1m")
@@ -131,6 +138,22 @@ def test_a_planned_read_runs_once_and_the_run_says_so(tmp_path: Path, level: str
     assert team.logged(run_id) == ["saw 1"], "the runbook did not get the plan's output"
     text = team.sd("logs", run_id).stdout
     assert f"[body] local: echo x >> {team.log}" in text and "(reused from the plan)" in text
+    report = team.sd("report", run_id).stdout
+    assert "(reused from the plan)" in report
+
+
+def test_a_reused_read_gives_the_runbook_its_secret_and_the_journal_a_mask(
+        tmp_path: Path) -> None:
+    team = Team(tmp_path / "p")
+    out = tmp_path / "seen"
+    secret = "s3cr3t-" + os.urandom(4).hex()
+    run_id = team.run("look-secret", f"token={secret}", f"out={out}")
+    assert team.executions() == 1
+    assert out.read_text() == secret, "the runbook did not get the real output"
+    [read] = team.reads(run_id)
+    assert reused(read) is not None and read["stdout"] == "******\n"
+    journal = (team.root / ".selfdrive").rglob("*")
+    assert not any(secret.encode() in p.read_bytes() for p in journal if p.is_file())
 
 
 def test_a_read_after_a_change_on_its_target_runs_again(tmp_path: Path) -> None:
