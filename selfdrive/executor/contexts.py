@@ -164,7 +164,8 @@ class RunContext(Context):
         s = self._scope
         if not readonly and s.mode is Mode.DRY_RUN:
             return self._planned(target.name, command)
-        reuse = s.reads.take(target, command) if s.reads is not None and readonly else None
+        reuse = (s.reads.take(s.phase, target, command) if s.reads is not None and readonly
+                 else None)
         if reuse is not None:
             return self._reused(target, command, reuse)
         self._changing(target.name, readonly=readonly)
@@ -185,7 +186,7 @@ class RunContext(Context):
                 continue
             break
         if readonly and s.reads is not None:
-            s.reads.record(target, command, result, status, tokens[0])
+            s.reads.record(s.phase, target, command, result, status, tokens[0])
         if result.timed_out and self.remaining() <= 0:
             raise RunTimeoutError(f"the runbook's timeout passed while running: {command}")
         if check and not result.ok:
@@ -343,8 +344,8 @@ class _Group(HostGroup):
         reused: dict[str, CommandResult] = {}
         with s.sink.batch(f"record the reads taken from the plan: {command}"):
             for target in targets:
-                reuse = (s.reads.take(target, command) if s.reads is not None and readonly
-                         else None)
+                reuse = (s.reads.take(s.phase, target, command)
+                         if s.reads is not None and readonly else None)
                 if reuse is not None:
                     reused[target.name] = ctx._reused(target, command, reuse)
                 else:
@@ -359,7 +360,7 @@ class _Group(HostGroup):
             assert isinstance(token, int)
             status = ctx.finish(token, result)
             if readonly and s.reads is not None:
-                s.reads.record(target, cmd, result, status, token)
+                s.reads.record(s.phase, target, cmd, result, status, token)
             progress.finished(status == "ok")
 
         limit = min(timeout or s.command_timeout, ctx._check_deadline())

@@ -4,8 +4,9 @@ Planning runs read-only commands for real (a plan must see the real state); the 
 run that follows would run them all again. As pyinfra does with facts, a read the
 planning pass ran is handed to the live run instead of running again, when:
 
-- the same target is asked the same command: the raw text *and* its ``env=``
-  variables (two reads that differ in a secret are two reads);
+- the same target is asked the same command in the same phase: the raw text *and*
+  its ``env=`` variables (two reads that differ in a secret are two reads); a
+  verification never reuses (planning runs none: a verification looks again);
 - it is taken in order, at most as many times as the plan ran it;
 - the plan saw it succeed (a read that failed, timed out or whose outcome is unknown
   runs again), and no change was planned on that target before it;
@@ -34,8 +35,8 @@ from selfdrive.sdk.command import Command
 from selfdrive.sdk.context import CommandResult
 from selfdrive.targets.base import Target
 
-#: A read's key: where it ran (name and login) and exactly what ran there.
-Key = tuple[str, str, str, tuple[tuple[str, str], ...]]
+#: A read's key: its phase, where it ran (name and login) and exactly what ran there.
+Key = tuple[str, str, str, str, tuple[tuple[str, str], ...]]
 #: Stands for "every target" among the changed ones (an Ansible change).
 EVERY_TARGET = "\0every target"
 
@@ -50,8 +51,8 @@ def where(target: Target) -> str:
     return f"{login}@{endpoint}" if login is not None and endpoint is not None else ""
 
 
-def key_of(target: Target, command: Command) -> Key:
-    return (target.name, where(target), command.raw, command.env)
+def key_of(phase: str, target: Target, command: Command) -> Key:
+    return (phase, target.name, where(target), command.raw, command.env)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class PlanRead:
 
     @property
     def target(self) -> str:
-        return self.key[0]
+        return self.key[1]
 
     @property
     def reusable(self) -> bool:
@@ -101,7 +102,7 @@ class ReadRecorder:
         self._changed: set[str] = set()
         self._lock = threading.Lock()  # a fan-out records from its worker threads
 
-    def take(self, target: Target, command: Command) -> None:
+    def take(self, phase: str, target: Target, command: Command) -> None:
         """Planning reuses nothing: it is where reads are paid."""
         return None
 
@@ -109,12 +110,12 @@ class ReadRecorder:
         with self._lock:
             self._changed.add(target)
 
-    def record(self, target: Target, command: Command, result: CommandResult, status: str,
-               step: int) -> None:
+    def record(self, phase: str, target: Target, command: Command, result: CommandResult,
+               status: str, step: int) -> None:
         """A read that ran while planning; ``step`` is its 0-based place in the plan."""
         with self._lock:
             after = bool(self._changed & {target.name, EVERY_TARGET})
-            self._reads.append(PlanRead(key=key_of(target, command), step=step + 1,
+            self._reads.append(PlanRead(key=key_of(phase, target, command), step=step + 1,
                                         status=status, after_change=after, result=result))
 
     def seal(self) -> PlanReads:
@@ -150,14 +151,14 @@ class ReadLedger:
         self._changed: set[str] = set()
         self._lock = threading.Lock()
 
-    def take(self, target: Target, command: Command) -> Reuse | None:
+    def take(self, phase: str, target: Target, command: Command) -> Reuse | None:
         """The plan's result for this read, or None: run it."""
         if not self._queues:
             return None
         with self._lock:
             if self._changed & {target.name, EVERY_TARGET}:
                 return None
-            queue = self._queues.get(key_of(target, command))
+            queue = self._queues.get(key_of(phase, target, command))
             if not queue:
                 return None
             read = queue.popleft()
@@ -172,8 +173,8 @@ class ReadLedger:
         with self._lock:
             self._changed.add(target)
 
-    def record(self, target: Target, command: Command, result: CommandResult, status: str,
-               step: int) -> None:
+    def record(self, phase: str, target: Target, command: Command, result: CommandResult,
+               status: str, step: int) -> None:
         """A live read is not kept: only the plan's are handed on."""
         return None
 

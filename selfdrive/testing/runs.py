@@ -157,8 +157,8 @@ def simulate(runbook: Runbook, fake: FakeContext | None = None, /, **params: Any
 
     The plan comes first, then preconditions, body, verifications (``attempts`` tries
     each) and, on failure, the rollback. As in a real run, a read the plan ran is taken
-    from the plan instead of asked again (same target and command, in order, until a
-    change on that target; ``[executor] reuse_reads`` of the fake's config, ``0s``: never),
+    from the plan instead of asked again (same target, command and phase, in order,
+    until a change on that target; ``[executor] reuse_reads`` of the fake's config, ``0s``: never),
     so ``fake.calls`` lists it once; its live step carries ``data["reused"]``. Mutating
     commands go to the fakes and need scripts (or ``FakeContext(default_ok=True)``).
     """

@@ -64,6 +64,22 @@ def look_secret(ctx: Context, log: str, token: SecretStr, out: str) -> None:
 
 
 @runbook(risk=Risk.LOW, timeout="1m")
+def look_after(ctx: Context, log: str) -> None:
+    """Changes nothing; its verification reads what its (planned) rollback read."""
+    ctx.log("body")
+
+
+@look_after.verify
+def still_there(ctx: Context, log: str) -> bool:
+    return ctx.run(COUNT, readonly=True).ok
+
+
+@look_after.rollback
+def undo(ctx: Context, log: str) -> None:
+    ctx.run(COUNT, readonly=True)
+
+
+@runbook(risk=Risk.LOW, timeout="1m")
 def look_with_env(ctx: Context, log: str, who: str) -> None:
     """The same text with a different variable is a different read."""
     ctx.run(COUNT, readonly=True, env={"WHO": "a"})
@@ -210,6 +226,15 @@ def test_plan_says_which_reads_a_run_could_reuse_and_for_how_long(tmp_path: Path
     assert ("reads: 1 of 2 taken from its plan by a live run (when read within 45s of "
             "planning, before any change on their target), not run again:") in text
     assert f"    [body] local: echo x >> {team.log}" in text
+
+
+def test_a_verification_always_reads_again(tmp_path: Path) -> None:
+    team = Team(tmp_path / "p")
+    run_id = team.run("look-after")
+    # The plan ran the rollback's read; the verification asks the same, and runs it.
+    assert team.executions() == 2
+    [read] = team.reads(run_id)
+    assert read["phase"] == "verify" and reused(read) is None and read["stdout"] == "2\n"
 
 
 def test_a_failed_planning_read_is_not_reused(tmp_path: Path) -> None:
