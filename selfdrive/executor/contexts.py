@@ -341,15 +341,14 @@ class _Group(HostGroup):
                                         for spec in self._specs})
         targets = [s.pool.ssh(spec) for spec in self._specs]
         progress = _Progress(s.observer, len(targets))
+        for target in targets:
+            ctx._changing(target.name, readonly=readonly)
+        takes = [(t, r) for t in targets if readonly and s.reads is not None
+                 and (r := s.reads.take(s.phase, t, command)) is not None]
         reused: dict[str, CommandResult] = {}
-        with s.sink.batch(f"record the reads taken from the plan: {command}"):
-            for target in targets:
-                reuse = (s.reads.take(s.phase, target, command)
-                         if s.reads is not None and readonly else None)
-                if reuse is not None:
-                    reused[target.name] = ctx._reused(target, command, reuse)
-                else:
-                    ctx._changing(target.name, readonly=readonly)
+        if takes:
+            with s.sink.batch(f"record the reads taken from the plan: {command}"):
+                reused = {t.name: ctx._reused(t, command, r) for t, r in takes}
 
         def on_start(target: Target, cmd: Command) -> int:
             token = ctx.begin(target.name, cmd, readonly=readonly)
