@@ -138,7 +138,7 @@ class RunContext(Context):
         s.redact.learn(variables.values())
         # Every secret the run knows is masked, not only SecretStr values: a runbook may
         # pass one unwrapped (token.get_secret_value()).
-        if env:
+        if isinstance(env, Mapping):  # anything else is refused by with_env, below
             s.redact.learn(env.values())
         command = with_env(render_command(cmd, {**s.params, **variables},
                                           secrets=s.redact.secrets), env)
