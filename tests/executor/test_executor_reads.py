@@ -277,3 +277,42 @@ def test_reuse_window_takes_durations(tmp_path: Path) -> None:
     assert config.executor.reuse_reads.total_seconds() == 120
     default = parse_config({"team": "t"}, tmp_path / "selfdrive.toml")
     assert default.executor.reuse_reads.total_seconds() == 30
+
+
+def _recorded(clock: list[float]) -> tuple[Any, Any, Any]:
+    """A real local read, recorded as planning records it, sealed at clock[0]."""
+    from selfdrive.executor.reads import ReadRecorder
+    from selfdrive.sdk.command import Command
+    from selfdrive.targets.local import LocalTarget
+
+    target = LocalTarget()
+    command = Command(masked="echo seen-by-the-plan", raw="echo seen-by-the-plan")
+    result = target.run(command, 10)
+    recorder = ReadRecorder(30.0, clock=lambda: clock[0])
+    recorder.record("body", target, command, result, "ok", 0)
+    return recorder.seal(), target, command
+
+
+def test_a_read_older_than_the_window_runs_again() -> None:
+    from selfdrive.executor.reads import ReadLedger
+
+    clock = [100.0]
+    plan, target, command = _recorded(clock)
+    clock[0] = 130.5
+    assert ReadLedger(plan, clock=lambda: clock[0]).take("body", target, command) is None
+    clock[0] = 129.0
+    taken = ReadLedger(plan, clock=lambda: clock[0]).take("body", target, command)
+    assert taken is not None and taken.read.result.stdout == "seen-by-the-plan\n"
+    assert taken.marker == {"reused": {"plan_step": 1, "age": 29.0}}
+
+
+def test_reads_are_never_handed_to_another_process() -> None:
+    import dataclasses
+
+    from selfdrive.executor.reads import ReadLedger
+
+    clock = [100.0]
+    plan, target, command = _recorded(clock)
+    elsewhere = dataclasses.replace(plan, pid=plan.pid + 1)
+    assert ReadLedger(elsewhere, clock=lambda: clock[0]).take("body", target, command) is None
+    assert "seen-by-the-plan" not in repr(plan), "a plan's reads must not show their output"
