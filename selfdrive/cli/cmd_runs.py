@@ -99,7 +99,26 @@ def _print_plan(plan: Plan, *, err: bool = True) -> None:
             echo_diff(step.text, err=err)
     for note in plan.notes:
         click.echo(f"  note: {note}", err=err)
+    _print_reuse(plan, err=err)
     click.echo("", err=err)
+
+
+def _print_reuse(plan: Plan, *, err: bool) -> None:
+    """Which of the plan's reads a live run would take instead of running them again."""
+    reads = [s for s in plan.steps if s.kind == "command" and s.readonly]
+    if not reads:
+        return
+    reusable = set(plan.reusable)
+    if not reusable:
+        click.echo(f"  reads: {len(reads)}, each runs again in a live run", err=err)
+        return
+    window = plan.reads.window if plan.reads is not None else 0.0
+    click.echo(f"  reads: {len(reusable)} of {len(reads)} taken from its plan by a live run "
+               f"(when read within {window:g}s of planning, before any change on their "
+               f"target), not run again:", err=err)
+    for number, step in enumerate(plan.steps, start=1):
+        if number in reusable:
+            click.echo(f"    [{step.phase}] {step.target}: {step.command}", err=err)
 
 
 def _print_outcome(result: RunOutcome) -> None:
@@ -288,6 +307,8 @@ def logs(run_id: str, as_json: bool) -> None:
         elif st.kind == "check":
             label = f"{st.name}" + (f" (attempt {st.attempt})" if st.attempt else "")
         where = f" {st.target}:" if st.target else ""
+        if isinstance(st.data, dict) and st.data.get("reused"):
+            label += " (reused from the plan)"
         # When each step began (with the date once it is not the request's day) and how
         # long it took; a plan's steps ran in memory before they were recorded: no duration.
         start = st.started_at.replace("T", " ")[:23]

@@ -267,6 +267,10 @@ DEFAULT_ENV_ALLOW: tuple[str, ...] = (
 )
 
 
+#: The longest a planning read may be reused for: beyond it, it is the past, not state.
+MAX_REUSE_READS = timedelta(minutes=10)
+
+
 class ExecutorConfig(_Strict):
     """Limits the executor applies to every run."""
 
@@ -276,6 +280,18 @@ class ExecutorConfig(_Strict):
     #: patterns allowed); everything else, the receiver's token and ``@env`` secrets
     #: included, stays out.
     env_allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ENV_ALLOW))
+    #: How long after planning a live run may take a read the plan already ran (same
+    #: target, same command) instead of running it again; ``0s`` always runs reads again.
+    reuse_reads: timedelta = timedelta(seconds=30)
+
+    @field_validator("reuse_reads", mode="before")
+    @classmethod
+    def _reuse(cls, value: object) -> object:
+        value = duration_setting(value, "reuse_reads", positive=False)
+        if isinstance(value, timedelta) and value > MAX_REUSE_READS:
+            raise ValueError(f"reuse_reads must be at most {MAX_REUSE_READS.seconds // 60}m: "
+                             f"a live run would act on what a read saw that long ago")
+        return value
 
     @field_validator("env_allow")
     @classmethod

@@ -165,7 +165,7 @@ def resume(executor: Executor, run_id: str, *, actor: str,
     try:
         code, message, record = executor.execute_locked(
             rb, run.id, values, redact, actor, lock_key, fence_halt=False,
-            resumed={"plan_hash": plan.hash, "approvers": still})
+            resumed={"plan_hash": plan.hash, "approvers": still}, reads=plan.reads)
     except JournalError:
         now = executor.journal.runs.get(run.id)
         if now.status is not S.APPROVED or now.owner not in (None, executor.journal.owner):

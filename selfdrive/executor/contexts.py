@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from selfdrive.executor.clocks import REAL_CLOCK, RunClock
 from selfdrive.executor.observe import Observer, StepEvent
 from selfdrive.executor.pool import TargetPool
+from selfdrive.executor.reads import EVERY_TARGET, Reads, Reuse
 from selfdrive.executor.redact import Redactor, bound
 from selfdrive.executor.sinks import StepSink
 from selfdrive.sdk.command import Command, render_command, with_env
@@ -54,6 +55,8 @@ class Scope:
     hook: str | None = None
     #: What ``deadline`` is counted on (the testing kit's skips the time it simulates).
     clock: RunClock = REAL_CLOCK
+    #: The planning pass's reads: recorded while planning, taken again by the live run.
+    reads: Reads | None = None
 
 
 class RunContext(Context):
@@ -132,6 +135,7 @@ class RunContext(Context):
                 timeout: float | None = None, check: bool = True) -> AnsibleResult:
         from selfdrive.executor.ansible import raise_if_failed, run_ansible
 
+        self._changing(EVERY_TARGET, readonly=readonly)
         return raise_if_failed(run_ansible(self, playbook, hosts=hosts,
                                            extravars=extravars or {}, readonly=readonly,
                                            timeout=timeout), check=check)
@@ -159,6 +163,7 @@ class RunContext(Context):
     def _planned(self, target: str, command: Command) -> CommandResult:
         """Dry-run: record the change with its rendered command and target; run nothing."""
         s = self._scope
+        self._changing(target, readonly=False)
         token = s.sink.begin(s.phase, "command", target=target, command=str(command),
                              readonly=False, planned=True, **self._env_fields(command))
         s.sink.finish(token, "planned")
@@ -170,6 +175,11 @@ class RunContext(Context):
         s = self._scope
         if not readonly and s.mode is Mode.DRY_RUN:
             return self._planned(target.name, command)
+        reuse = (s.reads.take(s.phase, target, command) if s.reads is not None and readonly
+                 else None)
+        if reuse is not None:
+            return self._reused(target, command, reuse)
+        self._changing(target.name, readonly=readonly)
         attempts = 2 if idempotent else 1
         for attempt in range(1, attempts + 1):
             limit = min(timeout or s.command_timeout, self._check_deadline())
@@ -186,12 +196,31 @@ class RunContext(Context):
                                    f"declares it idempotent")
                 continue
             break
+        if readonly and s.reads is not None:
+            s.reads.record(s.phase, target, command, result, status, tokens[0])
         if result.timed_out and self.remaining() <= 0:
             raise RunTimeoutError(f"the runbook's timeout passed while running: {command}")
         if check and not result.ok:
             raise CommandFailedError(f"{command} failed on {target.name}: "
                                      f"{s.redact(failure_reason(result))}")
         return result
+
+    def _changing(self, target: str, *, readonly: bool) -> None:
+        """A change starts (or is planned) on ``target``: reads there run again after it."""
+        if not readonly and self._scope.reads is not None:
+            self._scope.reads.changed(target)
+
+    def _reused(self, target: Target, command: Command, reuse: Reuse) -> CommandResult:
+        """A read the plan ran moments ago, journaled as this run's step and not run again."""
+        s = self._scope
+        fields = self._env_fields(command)
+        fields["data"] = {**fields.get("data", {}), **reuse.marker}
+        with s.sink.batch(f"record a read taken from the plan: {command}"):
+            token = s.sink.begin(s.phase, "command", target=target.name,
+                                 command=str(command), readonly=True, planned=False, **fields)
+            # Nothing ran now: the step took no time of this run's.
+            self.finish(token, replace(reuse.read.result, duration=0.0), reused=True)
+        return reuse.read.result
 
     def _intent(self, tokens: list[int], target: str, command: Command, readonly: bool,
                 attempt: int, pgid: int | None) -> None:
@@ -218,7 +247,7 @@ class RunContext(Context):
             return {}
         return {"data": {"env": self._scope.redact.deep(dict(command.masked_env))}}
 
-    def finish(self, token: int, result: CommandResult) -> str:
+    def finish(self, token: int, result: CommandResult, *, reused: bool = False) -> str:
         """The result row: output redacted and bounded; returns the step's status."""
         s = self._scope
         stdout, cut_out = bound(s.redact(result.stdout) or "", s.output_limit)
@@ -229,7 +258,8 @@ class RunContext(Context):
                       error=s.redact(result.error))
         # Redact before cutting the tail, so that no part of a secret survives the cut.
         detail = (s.redact(result.error or result.stderr) or "")[-500:] or None
-        s.observer.step(StepEvent(s.phase, "command", status, str(result.command),
+        s.observer.step(StepEvent(s.phase, "command", status,
+                                  str(result.command) + (REUSED if reused else ""),
                                   result.target, duration=result.duration,
                                   exit_code=result.exit_code, detail=detail))
         return status
@@ -247,6 +277,10 @@ class RunContext(Context):
         token = s.sink.begin(s.phase, "note", name=str(key), data=data)
         s.sink.finish(token, "ok")
         s.observer.step(StepEvent(s.phase, "note", "ok", f"{key} = {data!r}"))
+
+
+#: How a reused read is shown, after its command.
+REUSED = " (reused from the plan)"
 
 
 def failure_reason(result: CommandResult) -> str:
@@ -325,6 +359,14 @@ class _Group(HostGroup):
                                         for spec in self._specs})
         targets = [s.pool.ssh(spec) for spec in self._specs]
         progress = _Progress(s.observer, len(targets))
+        for target in targets:
+            ctx._changing(target.name, readonly=readonly)
+        takes = [(t, r) for t in targets if readonly and s.reads is not None
+                 and (r := s.reads.take(s.phase, t, command)) is not None]
+        reused: dict[str, CommandResult] = {}
+        if takes:
+            with s.sink.batch(f"record the reads taken from the plan: {command}"):
+                reused = {t.name: ctx._reused(t, command, r) for t, r in takes}
 
         def on_start(target: Target, cmd: Command) -> int:
             token = ctx.begin(target.name, cmd, readonly=readonly)
@@ -333,17 +375,23 @@ class _Group(HostGroup):
 
         def on_finish(target: Target, cmd: Command, result: CommandResult, token: object) -> None:
             assert isinstance(token, int)
-            progress.finished(ctx.finish(token, result) == "ok")
+            status = ctx.finish(token, result)
+            if readonly and s.reads is not None:
+                s.reads.record(s.phase, target, cmd, result, status, token)
+            progress.finished(status == "ok")
 
         limit = min(timeout or s.command_timeout, ctx._check_deadline())
-        fan = fan_out(targets, lambda _target: command, timeout=limit,
-                      max_concurrency=self._max_concurrency, max_errors=self._max_errors,
-                      on_start=on_start, on_finish=on_finish)
+        fan = fan_out([t for t in targets if t.name not in reused], lambda _target: command,
+                      timeout=limit, max_concurrency=self._max_concurrency,
+                      max_errors=self._max_errors, on_start=on_start, on_finish=on_finish)
         if fan.skipped:
             ctx.log(f"fan-out stopped after {len(fan.failed)} failure(s) (max_errors "
                     f"{self._max_errors}): {len(fan.skipped)} host(s) not started: "
                     f"{', '.join(fan.skipped)}")
-        result = HostsResult(results=fan.results, skipped=tuple(fan.skipped))
+        ran = fan.results
+        result = HostsResult(results={t.name: reused.get(t.name) or ran[t.name]
+                                      for t in targets if t.name in reused or t.name in ran},
+                             skipped=tuple(fan.skipped))
         if check and not result.ok:
             failed = ", ".join(f"{host} ({failure_reason(result[host])})"
                                for host in result.failed)

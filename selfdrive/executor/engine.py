@@ -26,6 +26,7 @@ from selfdrive.executor.loop import JournalRecorder, RunLoop, call_check, traceb
 from selfdrive.executor.observe import Observer, SilentObserver, StepEvent, shielded
 from selfdrive.executor.plan import CheckOutcome, Plan, PlannedStep
 from selfdrive.executor.pool import TargetPool
+from selfdrive.executor.reads import PlanReads, ReadLedger, ReadRecorder
 from selfdrive.executor.redact import Redactor
 from selfdrive.executor.sinks import JournalSink, MemorySink, StepSink
 from selfdrive.journal.records import RunRecord
@@ -192,8 +193,10 @@ class Executor:
     def _plan(self, rb: Runbook, values: Mapping[str, Any], run_id: str, observer: Observer,
               pool: TargetPool, redact: Redactor) -> Plan:
         sink = MemorySink()
+        window = self.config.executor.reuse_reads.total_seconds()
+        reads = ReadRecorder(window) if window > 0 else None
         ctx = self.context(run_id, Mode.DRY_RUN, values, sink, rb, pool, redact,
-                           observer=observer)
+                           observer=observer, reads=reads)
         checks: list[CheckOutcome] = []
         notes: list[str] = []
         for hook in rb.preconditions:
@@ -219,7 +222,8 @@ class Executor:
         steps = tuple(_planned(s, redact) for s in sink.steps)
         return Plan(runbook=rb.name, code_digest=code_digest(rb),
                     params=rb.masked_params(values), steps=steps, preconditions=tuple(checks),
-                    notes=tuple(redact(n) or "" for n in notes))
+                    notes=tuple(redact(n) or "" for n in notes),
+                    reads=reads.seal() if reads is not None else None)
 
     # -- running -----------------------------------------------------------------
 
@@ -314,14 +318,15 @@ class Executor:
             return outcome(*ended)
         if start is not None:
             return outcome(*self._run_started(rb, run_id, values, redact, actor, lock_key,
-                                              start, pool))
+                                              start, pool, reads=plan.reads))
         assert decision.mode is Mode.APPROVAL
         record, approved, message = self._attended_approval(
             rb, run, plan, decision, actor, request.os_user, approver)
         if not approved:
             return outcome(exit_code(record.status), message, record)
         code, message, record = self.execute_locked(rb, run.id, values, redact, actor,
-                                                    lock_key, fence_halt=False, pool=pool)
+                                                    lock_key, fence_halt=False, pool=pool,
+                                                    reads=plan.reads)
         return outcome(code, message, record)
 
     def _end_unrun(self, run: RunRecord, plan: Plan, decision: Decision,
@@ -360,19 +365,23 @@ class Executor:
     def execute_locked(self, rb: Runbook, run_id: str, values: Mapping[str, Any],
                        redact: Redactor, actor: str, lock_key: str | None, *,
                        fence_halt: bool, pool: TargetPool | None = None,
-                       resumed: dict[str, Any] | None = None) -> tuple[int, str, RunRecord]:
+                       resumed: dict[str, Any] | None = None,
+                       reads: PlanReads | None = None) -> tuple[int, str, RunRecord]:
         """Take the run's lock (or skip it, naming the holder), run it, release the lock.
 
+        ``reads``: those of the plan just computed, which the run may take again.
         Returns the exit code, the message and the run as it ended.
         """
         if pool is None:
             with self.pool() as own:
                 return self.execute_locked(rb, run_id, values, redact, actor, lock_key,
-                                           fence_halt=fence_halt, pool=own, resumed=resumed)
+                                           fence_halt=fence_halt, pool=own, resumed=resumed,
+                                           reads=reads)
         with self.journal.atomic(f"start run {run_id}"):
             start = self._start(rb, run_id, actor, lock_key, fence_halt=fence_halt,
                                 resumed=resumed)
-        return self._run_started(rb, run_id, values, redact, actor, lock_key, start, pool)
+        return self._run_started(rb, run_id, values, redact, actor, lock_key, start, pool,
+                                 reads=reads)
 
     def _start(self, rb: Runbook, run_id: str, actor: str, lock_key: str | None, *,
                fence_halt: bool, resumed: dict[str, Any] | None = None) -> _Start:
@@ -402,14 +411,15 @@ class Executor:
 
     def _run_started(self, rb: Runbook, run_id: str, values: Mapping[str, Any],
                      redact: Redactor, actor: str, lock_key: str | None, start: _Start,
-                     pool: TargetPool) -> tuple[int, str, RunRecord]:
+                     pool: TargetPool,
+                     reads: PlanReads | None = None) -> tuple[int, str, RunRecord]:
         """Run a claimed run (its claim committed), then release its lock."""
         if start.skipped is not None:
             return start.skipped
         assert start.sink is not None
         try:
             return self._execute(rb, run_id, values, redact, actor, start.sink, start.body,
-                                 pool=pool)
+                                 pool=pool, reads=reads)
         except (JournalUnavailableError, JournalLockedError) as exc:
             raise self._stopped(run_id, actor, exc) from None
         finally:
@@ -485,10 +495,10 @@ class Executor:
 
     def _execute(self, rb: Runbook, run_id: str, values: Mapping[str, Any], redact: Redactor,
                  actor: str, sink: JournalSink, body: int | None, *,
-                 pool: TargetPool) -> tuple[int, str, RunRecord]:
+                 pool: TargetPool, reads: PlanReads | None = None) -> tuple[int, str, RunRecord]:
         """The live run, claimed: the run loop, recorded in the journal, in real time."""
         ctx = self.context(run_id, Mode.AUTONOMOUS if sink.fence_halt else Mode.APPROVAL,
-                           values, sink, rb, pool, redact)
+                           values, sink, rb, pool, redact, reads=ReadLedger(reads))
         recorder = JournalRecorder(self.journal, run_id, sink, actor=actor)
         ending = RunLoop(rb, values, recorder, clock=self.run_clock, observer=self.observer,
                          redact=redact).run(ctx, body)
@@ -499,7 +509,8 @@ class Executor:
 
     def context(self, run_id: str, mode: Mode, values: Mapping[str, Any], sink: StepSink,
                 rb: Runbook, pool: TargetPool, redact: Redactor,
-                observer: Observer | None = None) -> RunContext:
+                observer: Observer | None = None,
+                reads: ReadRecorder | ReadLedger | None = None) -> RunContext:
         """The context of one run (or plan) of ``rb``, built by the executor's context
         factory: its deadline starts now."""
         ex = self.config.executor
@@ -508,7 +519,7 @@ class Executor:
             redact=redact, observer=observer or self.observer,
             deadline=self.run_clock.now() + rb.timeout.total_seconds(),
             output_limit=ex.output_limit, command_timeout=ex.command_timeout,
-            clock=self.run_clock))
+            clock=self.run_clock, reads=reads))
 
     def journal_plan(self, run_id: str, plan: Plan) -> None:
         """Record what the plan saw and would change, bound to its hash."""

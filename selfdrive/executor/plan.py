@@ -6,7 +6,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from selfdrive.executor.reads import PlanReads
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,9 @@ class Plan:
     steps: tuple[PlannedStep, ...]
     preconditions: tuple[CheckOutcome, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    #: The reads planning ran, for the live run that follows (in memory only; not
+    #: part of the hash or the JSON: their real output may hold a secret).
+    reads: PlanReads | None = field(default=None, compare=False, repr=False)
 
     @property
     def changes(self) -> tuple[PlannedStep, ...]:
@@ -102,6 +108,11 @@ class Plan:
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
+    @property
+    def reusable(self) -> tuple[int, ...]:
+        """The plan's steps (1-based) that a live run may take instead of running them."""
+        return tuple(r.step for r in self.reads.reusable) if self.reads is not None else ()
+
     def as_json(self) -> dict[str, Any]:
         return {
             "runbook": self.runbook,
@@ -114,4 +125,6 @@ class Plan:
             "changes": [asdict(s) for s in self.changes],
             "steps": [asdict(s) for s in self.steps],
             "notes": list(self.notes),
+            "reuse": {"window": self.reads.window if self.reads is not None else 0.0,
+                      "steps": list(self.reusable)},
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any, Protocol
 
@@ -13,6 +14,10 @@ class StepSink(Protocol):
     def begin(self, phase: str, kind: str, **fields: Any) -> int: ...
 
     def finish(self, token: int, status: str, **fields: Any) -> None: ...
+
+    def batch(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        """Steps recorded inside are written together (steps only: never an effect)."""
+        ...
 
 
 class MemorySink:
@@ -30,6 +35,9 @@ class MemorySink:
     def finish(self, token: int, status: str, **fields: Any) -> None:
         with self._lock:
             self.steps[token].update(status=status, **fields)
+
+    def batch(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 class JournalSink:
@@ -65,6 +73,12 @@ class JournalSink:
         except JournalError as exc:
             self.failed = exc
             raise
+
+    def batch(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        """One transaction for the steps inside: a reused read's intent and result, or a
+        fan-out's worth of them, cost one commit, not two per host."""
+        self._go_on()
+        return self.journal.atomic(doing)
 
     def _go_on(self) -> None:
         if self.failed is not None:

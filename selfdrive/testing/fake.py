@@ -13,6 +13,7 @@ a runbook's own ``except Exception`` cannot turn a missing script into a pass.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -158,6 +159,9 @@ class _Tap:
     def finish(self, token: int, status: str, **fields: Any) -> None:
         self.sink.finish(token, status, **fields)
 
+    def batch(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        return self.sink.batch(doing)
+
 
 class FakeTarget:
     """A target that answers from the fake's scripts (``Target`` protocol).
@@ -220,7 +224,9 @@ class FakeRunContext(RunContext):
                 extravars: Mapping[str, Any] | None = None, readonly: bool = False,
                 timeout: float | None = None, check: bool = True) -> AnsibleResult:
         from selfdrive.executor.ansible import raise_if_failed
+        from selfdrive.executor.reads import EVERY_TARGET
 
+        self._changing(EVERY_TARGET, readonly=readonly)
         return raise_if_failed(self._fake._ansible(self, playbook, hosts=hosts,
                                                    extravars=extravars or {},
                                                    readonly=readonly), check=check)

@@ -22,6 +22,7 @@ from selfdrive.executor.engine import Executor, planning_failed
 from selfdrive.executor.loop import MemoryRecorder, RunLoop, Step
 from selfdrive.executor.observe import SilentObserver
 from selfdrive.executor.plan import Plan
+from selfdrive.executor.reads import ReadLedger
 from selfdrive.executor.redact import Redactor
 from selfdrive.registry.load import Registry
 from selfdrive.sdk.runbook import Runbook
@@ -130,9 +131,11 @@ class Simulation:
 def simulate(runbook: Runbook, fake: FakeContext | None = None, /, **params: Any) -> Simulation:
     """Run ``runbook`` against ``fake`` as the executor would run an approved request.
 
-    The plan comes first (so read-only commands of preconditions, body and rollback
-    answer twice: in the plan and in the run), then preconditions, body,
-    verifications (``attempts`` tries each) and, on failure, the rollback. Mutating
+    The plan comes first, then preconditions, body, verifications (``attempts`` tries
+    each) and, on failure, the rollback. As in a real run, a read the plan ran is taken
+    from the plan instead of asked again (same target, command and phase, in order,
+    until a change on that target; ``[executor] reuse_reads`` of the fake's config, ``0s``: never),
+    so ``fake.calls`` lists it once; its live step carries ``data["reused"]``. Mutating
     commands go to the fakes and need scripts (or ``FakeContext(default_ok=True)``).
     """
     fake = fake if fake is not None else FakeContext()
@@ -157,7 +160,8 @@ def simulate(runbook: Runbook, fake: FakeContext | None = None, /, **params: Any
     recorder = MemoryRecorder()
     clock.paused.clear()  # the run's pauses, not the plan's (planning never pauses)
     ctx = executor.context("simulated", Mode.APPROVAL, values, recorder.sink, runbook,
-                           fake.pool(clock), redact, observer=SilentObserver())
+                           fake.pool(clock), redact, observer=SilentObserver(),
+                           reads=ReadLedger(plan.reads))
     loop = RunLoop(runbook, values, recorder, clock=clock, observer=SilentObserver(),
                    redact=redact)
     try:
