@@ -21,7 +21,8 @@ import abc
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -135,11 +136,13 @@ class Journal(abc.ABC):
     #: Named switches with their history in the chain (autonomy's halt).
     flags: FlagStore
 
-    @abc.abstractmethod
-    def atomic(self, doing: str) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def atomic(self, doing: str) -> Iterator[None]:
         """One transaction for every write inside: all of them or none (``doing`` names
         it in errors). Only journal calls belong inside: never an effect, which must
         follow its committed intent."""
+        with self._write(doing):
+            yield
 
     def event(self, kind: str, *, actor: str, run_id: str | None = None,
               data: dict[str, Any] | None = None) -> None:
@@ -170,9 +173,117 @@ class Journal(abc.ABC):
 
     # -- what stores build on ------------------------------------------------------
 
+    def _setup(self, name: str, dialect: str, busy_timeout: float) -> None:
+        """What every journal holds before it connects: its name, its owner (this
+        process), and one lock, since fan-out and notification threads share its one
+        connection."""
+        from selfdrive.journal.processes import process_identity
+
+        self.name = name
+        self.dialect = dialect
+        self.busy_timeout = busy_timeout
+        self.owner = process_identity()
+        self._lock = threading.RLock()
+        self._column_names: dict[str, tuple[str, ...]] = {}
+
+    def _open_stores(self) -> None:
+        """The narrow stores, on this core (once it is connected and migrated)."""
+        from selfdrive.journal.alerts import AlertStore, ScheduleStore
+        from selfdrive.journal.approvals import ApprovalStore, LockStore
+        from selfdrive.journal.runs import RunStore
+
+        self.runs = RunStore(self)
+        self.approvals = ApprovalStore(self)
+        self.locks = LockStore(self)
+        self.alerts = AlertStore(self)
+        self.schedules = ScheduleStore(self)
+        self.flags = FlagStore(self)
+
+    busy_timeout: float
+    #: Serialises the connection's use across threads (fan-out, notifications).
+    _lock: threading.RLock
+    #: Open write scopes on the connection (``atomic`` nests writes), and whether a write
+    #: nested in it failed (its error, when it was the journal's): then all rolls back.
+    _depth: int = 0
+    _failed: bool | BaseException = False
+
+    @contextlib.contextmanager
+    def _write(self, doing: str) -> Iterator[Any]:
+        """A write transaction (joined when one is open), yielding its connection.
+
+        The database's part is :meth:`_begin` (take the single-writer lock, open the
+        transaction), :meth:`_commit`, :meth:`_abort` and :meth:`_end`; an error of the
+        database (:attr:`_db_errors`) becomes :meth:`_error`'s, naming the journal.
+        """
+        with self._lock:
+            if self._depth:
+                # Inside atomic(): join its transaction (the lock keeps other threads out
+                # until it ends). A write failing in it fails the whole, even if caught.
+                self._depth += 1
+                try:
+                    yield self.conn
+                except self._db_errors as exc:
+                    error = self._error(exc, doing)
+                    self._failed = error
+                    raise error from None
+                except BaseException as exc:
+                    self._failed = exc if isinstance(exc, JournalError) else True
+                    raise
+                finally:
+                    self._depth -= 1
+                return
+            held = self._begin(doing)
+            try:
+                self._depth, self._failed = 1, False
+                try:
+                    yield self.conn
+                except self._db_errors as exc:
+                    self._abort()
+                    raise self._error(exc, doing) from None
+                except BaseException:
+                    self._abort()
+                    raise
+                finally:
+                    self._depth = 0
+                if self._failed:
+                    self._abort()
+                    cause = self._failed
+                    kind = type(cause) if isinstance(cause, JournalError) else JournalError
+                    raise kind(f"journal {self.name}: cannot {doing}: a write in it failed, so "
+                               f"none of it was recorded"
+                               + (f" ({cause})" if isinstance(cause, JournalError) else ""))
+                try:
+                    self._commit()
+                except self._db_errors as exc:
+                    self._abort()
+                    raise self._error(exc, doing) from None
+            finally:
+                self._end(held)
+
+    #: What the database's driver raises.
+    _db_errors: tuple[type[BaseException], ...] = ()
+    #: The connection stores write through.
+    conn: Any
+
     @abc.abstractmethod
-    def _write(self, doing: str) -> contextlib.AbstractContextManager[Any]:
-        """A write transaction (joined when one is open), yielding its connection."""
+    def _begin(self, doing: str) -> Any:
+        """Take the single-writer lock and open a write transaction; a token for
+        :meth:`_end`. Raises the journal's error when it cannot."""
+
+    @abc.abstractmethod
+    def _commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def _abort(self) -> None:
+        """Roll back the open transaction, hiding no error that caused it."""
+
+    @abc.abstractmethod
+    def _end(self, held: Any) -> None:
+        """After the transaction, committed or not: release what :meth:`_begin` took."""
+
+    @abc.abstractmethod
+    def _error(self, exc: BaseException, doing: str) -> JournalError:
+        """The journal's error for the database's ``exc``, naming the journal and why."""
 
     @abc.abstractmethod
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...

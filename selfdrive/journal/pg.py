@@ -21,11 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from selfdrive.config.location import JournalUrl
-from selfdrive.journal.alerts import AlertStore, ScheduleStore
-from selfdrive.journal.approvals import ApprovalStore, LockStore
-from selfdrive.journal.core import FlagStore, Journal
-from selfdrive.journal.processes import process_identity
-from selfdrive.journal.runs import RunStore
+from selfdrive.journal.core import Journal
 from selfdrive.sdk.errors import (
     JournalError,
     JournalLockedError,
@@ -394,15 +390,8 @@ class PostgresJournal(Journal):
 
     def __init__(self, location: JournalUrl, *, busy_timeout: float = 5.0) -> None:
         self.location = location
-        self.name = str(location)
-        self.dialect = "postgresql"
-        self.busy_timeout = busy_timeout
-        self.owner = process_identity()
-        # One connection, shared by fan-out and notification threads: serialise its use.
-        self._lock = threading.RLock()
-        self._depth = 0
-        self._failed: bool | BaseException = False
-        self._column_names: dict[str, tuple[str, ...]] = {}
+        self._setup(str(location), "postgresql", busy_timeout)
+        self._db_errors = psycopg_errors()
         self.conn = Connection(location, connect_timeout=busy_timeout,
                                lock_timeout=busy_timeout)
         try:
@@ -410,63 +399,26 @@ class PostgresJournal(Journal):
         except psycopg_errors() as exc:
             self.conn.close()
             raise error(location, exc, "apply migrations") from None
-        self.runs = RunStore(self)
-        self.approvals = ApprovalStore(self)
-        self.locks = LockStore(self)
-        self.alerts = AlertStore(self)
-        self.schedules = ScheduleStore(self)
-        self.flags = FlagStore(self)
+        self._open_stores()
 
-    @contextlib.contextmanager
-    def atomic(self, doing: str) -> Iterator[None]:
-        with self._write(doing):
-            yield
+    def _begin(self, doing: str) -> None:
+        try:
+            self.conn.begin_write()
+        except psycopg_errors() as exc:
+            raise error(self.location, exc, doing) from None
 
-    @contextlib.contextmanager
-    def _write(self, doing: str) -> Iterator[Connection]:
-        with self._lock:
-            if self._depth:
-                # Inside atomic(): join its transaction; a write failing in it fails all.
-                self._depth += 1
-                try:
-                    yield self.conn
-                except psycopg_errors() as exc:
-                    failure = error(self.location, exc, doing)
-                    self._failed = failure
-                    raise failure from None
-                except BaseException as exc:
-                    self._failed = exc if isinstance(exc, JournalError) else True
-                    raise
-                finally:
-                    self._depth -= 1
-                return
-            try:
-                self.conn.begin_write()
-            except psycopg_errors() as exc:
-                raise error(self.location, exc, doing) from None
-            self._depth, self._failed = 1, False
-            try:
-                yield self.conn
-            except psycopg_errors() as exc:
-                self.conn.rollback()
-                raise error(self.location, exc, doing) from None
-            except BaseException:
-                self.conn.rollback()
-                raise
-            finally:
-                self._depth = 0
-            if self._failed:
-                self.conn.rollback()
-                cause = self._failed
-                kind = type(cause) if isinstance(cause, JournalError) else JournalError
-                raise kind(f"journal {self.name}: cannot {doing}: a write in it failed, so "
-                           f"none of it was recorded"
-                           + (f" ({cause})" if isinstance(cause, JournalError) else ""))
-            try:
-                self.conn.commit()
-            except psycopg_errors() as exc:
-                self.conn.rollback()
-                raise error(self.location, exc, doing) from None
+    def _commit(self) -> None:
+        self.conn.commit()
+
+    def _end(self, held: None) -> None:
+        """Nothing to release: the advisory lock ends with the transaction."""
+
+    def _abort(self) -> None:
+        self.conn.rollback()
+
+    def _error(self, exc: BaseException, doing: str) -> JournalError:
+        assert isinstance(exc, Exception)
+        return error(self.location, exc, doing)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return self._query(lambda conn: [dict(row) for row in conn.execute(sql, params)])

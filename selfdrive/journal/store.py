@@ -37,7 +37,7 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -151,18 +151,8 @@ class SqliteJournal(Journal):
         import sqlite_utils
 
         self.path = path
-        self.name = str(path)
-        self.dialect = "sqlite"
-        self.busy_timeout = busy_timeout
-        self.owner = process_identity()
+        self._setup(str(path), "sqlite", busy_timeout)
         self._gate = WriteGate(path.with_name(path.name + ".write.lock"))
-        # One connection, shared by fan-out and notification threads: serialise its use.
-        self._lock = threading.RLock()
-        self._depth = 0  # open write scopes on the connection (atomic() nests writes)
-        # A write nested in atomic() failed (its error when it was the journal's): roll
-        # the whole back.
-        self._failed: bool | BaseException = False
-        self._column_names: dict[str, tuple[str, ...]] = {}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None,
@@ -177,12 +167,7 @@ class SqliteJournal(Journal):
                                           f"{_os_cause(exc)}") from None
         self.db = sqlite_utils.Database(self.conn)
         self._migrate()
-        self.runs = RunStore(self)
-        self.approvals = ApprovalStore(self)
-        self.locks = LockStore(self)
-        self.alerts = AlertStore(self)
-        self.schedules = ScheduleStore(self)
-        self.flags = FlagStore(self)
+        self._open_stores()
 
     def _setup_locked(self) -> None:
         """WAL and migrations, under the file lock: first opens in parallel must not race
@@ -197,7 +182,7 @@ class SqliteJournal(Journal):
 
     # -- plumbing ----------------------------------------------------------------
 
-    def _error(self, exc: sqlite3.Error, doing: str) -> JournalError:
+    def _error(self, exc: BaseException, doing: str) -> JournalError:
         """The error to raise for ``exc``, naming the journal, what failed and why."""
         text = str(exc)
         name = getattr(exc, "sqlite_errorname", "") or ""
@@ -235,71 +220,33 @@ class SqliteJournal(Journal):
             raise JournalUnavailableError(f"journal {self.path}: cannot apply migrations: "
                                           f"{_os_cause(exc)}") from None
 
-    @contextlib.contextmanager
-    def atomic(self, doing: str) -> Iterator[None]:
-        with self._write(doing):
-            yield
+    _db_errors = (sqlite3.Error,)
 
-    @contextlib.contextmanager
-    def _write(self, doing: str) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._depth:
-                # Inside atomic(): join its transaction (the lock keeps other threads out
-                # until it ends). A write failing in it fails the whole, even if caught.
-                self._depth += 1
-                try:
-                    yield self.conn
-                except sqlite3.Error as exc:
-                    error = self._error(exc, doing)
-                    self._failed = error
-                    raise error from None
-                except BaseException as exc:
-                    self._failed = exc if isinstance(exc, JournalError) else True
-                    raise
-                finally:
-                    self._depth -= 1
-                return
-            try:
-                held = self._gate.acquire(self.busy_timeout)
-            except OSError as exc:
-                raise JournalUnavailableError(
-                    f"journal {self.path}: cannot {doing}: cannot take its write lock "
-                    f"{self._gate.path}: {_os_cause(exc)}; nothing of it was written") from None
-            if held is None:
-                raise JournalLockedError(
-                    f"journal {self.path} is locked by another selfdrive writer; waited "
-                    f"{self.busy_timeout:g}s to {doing}, and nothing was written. Retry, or "
-                    f"find the process holding it (fuser {self._gate.path})")
-            try:
-                try:
-                    self.conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.Error as exc:
-                    raise self._error(exc, doing) from None
-                self._depth, self._failed = 1, False
-                try:
-                    yield self.conn
-                except sqlite3.Error as exc:
-                    self._abort()
-                    raise self._error(exc, doing) from None
-                except BaseException:
-                    self._abort()
-                    raise
-                finally:
-                    self._depth = 0
-                if self._failed:
-                    self._abort()
-                    cause = self._failed
-                    kind = type(cause) if isinstance(cause, JournalError) else JournalError
-                    raise kind(f"journal {self.path}: cannot {doing}: a write in it failed, so "
-                               f"none of it was recorded"
-                               + (f" ({cause})" if isinstance(cause, JournalError) else ""))
-                try:
-                    self.conn.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    self._abort()
-                    raise self._error(exc, doing) from None
-            finally:
-                self._gate.release(held)
+    def _begin(self, doing: str) -> int:
+        """The write gate (a kernel lock beside the file), then ``BEGIN IMMEDIATE``."""
+        try:
+            held = self._gate.acquire(self.busy_timeout)
+        except OSError as exc:
+            raise JournalUnavailableError(
+                f"journal {self.path}: cannot {doing}: cannot take its write lock "
+                f"{self._gate.path}: {_os_cause(exc)}; nothing of it was written") from None
+        if held is None:
+            raise JournalLockedError(
+                f"journal {self.path} is locked by another selfdrive writer; waited "
+                f"{self.busy_timeout:g}s to {doing}, and nothing was written. Retry, or "
+                f"find the process holding it (fuser {self._gate.path})")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._gate.release(held)
+            raise self._error(exc, doing) from None
+        return held
+
+    def _commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def _end(self, held: int) -> None:
+        self._gate.release(held)
 
     def _abort(self) -> None:
         """Roll back the open transaction. SQLite may have rolled it back already (a

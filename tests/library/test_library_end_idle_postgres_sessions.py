@@ -3,12 +3,10 @@ throw-away cluster on a free loopback port, real idle sessions held open by psql
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -16,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pg_support
 import pytest
 from kit_support import Team
 from remote_support import wait_until
@@ -53,32 +52,18 @@ class Postgres:
                                 shell=True, start_new_session=True)
 
 
-def _bindir() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        pytest.fail("PostgreSQL is not installed: apt-get install -y postgresql "
-                    "(.ci/run does it)", pytrace=False)
-    return Path(found[-1]).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
     """A private cluster: initdb in a tmp folder (as the postgres user when we are root),
     trust authentication on 127.0.0.1 only, a free port, fsync off; stopped at the end."""
-    bindir = _bindir()
+    bindir = pg_support.bindir()
     folder = Path(tempfile.mkdtemp(prefix="selfdrive-pg-"))
     as_owner: list[str] = []
     if os.geteuid() == 0:
         owner = pwd.getpwnam("postgres")
         os.chown(folder, owner.pw_uid, owner.pw_gid)
         as_owner = ["runuser", "-u", "postgres", "--"]
-    data, port = folder / "data", _free_port()
+    data, port = folder / "data", pg_support.free_port()
     subprocess.run([*as_owner, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U",
                     "postgres", "-E", "UTF8", "--no-sync"], check=True, capture_output=True,
                    timeout=120)
