@@ -28,8 +28,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SSHD_SCRIPT = REPO / "scripts" / "loopback-sshd.sh"
-STATE_ROOT = Path(f"/tmp/selfdrive-gameday-{os.getuid()}")  # noqa: S108 - fixed on purpose
-LOCK_FILE = Path(f"/tmp/selfdrive-gameday-{os.getuid()}.lock")  # noqa: S108
+STATE_ROOT = Path(f"/tmp/selfdrive-gameday-{os.getuid()}")
+LOCK_FILE = Path(f"/tmp/selfdrive-gameday-{os.getuid()}.lock")
 USER = "sdtest"
 NET = "127.0.77"
 SERVICE_PORT = 8080
@@ -116,7 +116,8 @@ def reap(log: object = print) -> list[str]:
         ctl = _pg_bindir() / "pg_ctl" if _pg_bindir() else None
         if ctl and Path(str(data), "postmaster.pid").exists():
             subprocess.run(["runuser", "-u", "postgres", "--", str(ctl), "-D", str(data),
-                            "-m", "immediate", "stop"], capture_output=True, timeout=60)
+                            "-m", "immediate", "stop"], check=False, capture_output=True,
+                           timeout=60)
             done.append(f"stopped PostgreSQL in {data}")
     for pgid in state.get("pgids", []):
         with contextlib.suppress(OSError):
@@ -132,11 +133,12 @@ def reap(log: object = print) -> list[str]:
             break
         time.sleep(0.2)
     for directory in state.get("sshd_dirs", []):
-        subprocess.run(["bash", str(SSHD_SCRIPT), "stop"], capture_output=True, timeout=60,
+        subprocess.run(["bash", str(SSHD_SCRIPT), "stop"], check=False, capture_output=True,
+                       timeout=60,
                        env={**os.environ, "SSHD_DIR": str(directory), "SSHD_USER": USER})
         done.append(f"stopped sshd of {directory}")
     for point in sorted(mounts_under(STATE_ROOT), reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, timeout=30)
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True, timeout=30)
         done.append(f"unmounted {point}")
     shutil.rmtree(STATE_ROOT, ignore_errors=True)
     if STATE_ROOT.exists():
@@ -247,7 +249,7 @@ class Fleet:
     def _lay_out(self) -> None:
         (self.root / "bin").mkdir(parents=True)
         shutil.copy(HERE / "service.py", self.root / "bin" / "service.py")
-        self.gd.write_text(GD_SCRIPT.replace("@FLEET@", str(self.root)))
+        self.gd.write_text((HERE / "gd.sh").read_text().replace("@FLEET@", str(self.root)))
         self.gd.chmod(0o755)
         (self.root / "hosts.map").write_text(
             "".join(f"{h} {a}\n" for h, a in ADDRESS.items()))
@@ -295,7 +297,7 @@ class Fleet:
             self.ledger.add("sshd_dirs", str(d))
             env = {**os.environ, "SSHD_DIR": str(d), "SSHD_PORT": str(self.ssh_port),
                    "SSHD_USER": USER, "SSHD_ADDRESSES": ADDRESS[host]}
-            proc = subprocess.run(["bash", str(SSHD_SCRIPT), "start"], env=env,
+            proc = subprocess.run(["bash", str(SSHD_SCRIPT), "start"], env=env, check=False,
                                   capture_output=True, text=True, timeout=120)
             if proc.returncode != 0:
                 errors.append(f"{host}: {proc.stderr.strip()[-400:]}")
@@ -330,7 +332,8 @@ class Fleet:
                    f"-c superuser_reserved_connections=3")
         started = subprocess.run([*as_pg, str(self.pg_bindir / "pg_ctl"), "-D", str(data),
                                   "-l", str(folder / "log"), "-o", options, "-w", "-t", "60",
-                                  "start"], capture_output=True, text=True, timeout=120)
+                                  "start"], check=False, capture_output=True, text=True,
+                                 timeout=120)
         if started.returncode != 0:
             raise FleetError(f"PostgreSQL did not start: {started.stderr.strip()}")
         self.psql("CREATE ROLE app LOGIN")
@@ -340,7 +343,7 @@ class Fleet:
         assert self.pg_bindir is not None
         return subprocess.run([str(self.pg_bindir / "psql"), "-X", "-A", "-t", "-q", "-h",
                                ADDRESS["db1"], "-p", str(PG_PORT), "-U", user, "-d",
-                               "postgres", "-c", sql], capture_output=True, text=True,
+                               "postgres", "-c", sql], check=False, capture_output=True, text=True,
                               timeout=timeout, env={**os.environ, "PGCONNECT_TIMEOUT": "2"})
 
     # acting on hosts as the hosts' user (what a person or a runbook does) -----------
@@ -358,7 +361,7 @@ class Fleet:
         """A process of the fleet's user ``on`` host (its own session, recorded)."""
         proc = subprocess.Popen(argv, user=self.uid, group=self.gid, extra_groups=[],
                                 env={"PATH": "/usr/bin:/bin", "GD_HOST": host,
-                                     "HOME": "/tmp"},  # noqa: S108
+                                     "HOME": "/tmp"},
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         self.ledger.add("pgids", proc.pid)
@@ -370,7 +373,7 @@ class Fleet:
         ctx = ssl.create_default_context()
         ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
         try:
-            with urllib.request.urlopen(self.url(host, role) + "/health", timeout=1,  # noqa: S310
+            with urllib.request.urlopen(self.url(host, role) + "/health", timeout=1,
                                         context=ctx) as answer:
                 return bool(answer.status == 200)
         except OSError:
@@ -387,57 +390,3 @@ class Fleet:
                 raise FleetError(f"the fleet is not healthy after {timeout:.0f}s: "
                                  f"{', '.join(sick) or ''}{'' if db else ' db1 (PostgreSQL)'}")
             time.sleep(0.3)
-
-
-# The hosts' control command. A runbook runs it over SSH: the host is the address the
-# SSH session came in on ($SSH_CONNECTION), so a command sent to api2 acts on api2 only.
-GD_SCRIPT = r"""#!/bin/bash
-# gd ACTION SERVICE: start|stop|restart|health|checkconfig|rollback-config|renew-cert
-set -u
-FLEET=@FLEET@
-if [ -n "${GD_HOST:-}" ]; then HOST=$GD_HOST; else
-  addr=$(echo "${SSH_CONNECTION:-}" | cut -d' ' -f3)
-  HOST=$(awk -v a="$addr" '$2 == a {print $1}' "$FLEET/hosts.map")
-fi
-[ -n "${HOST:-}" ] || { echo "gd: cannot tell which host this is" >&2; exit 2; }
-H=$FLEET/hosts/$HOST
-action=${1:-}; svc=${2:-}
-[ -f "$H/etc/$svc.json" ] || { echo "gd: $HOST runs no service '$svc'" >&2; exit 2; }
-pid() { cat "$H/run/$svc.pid" 2>/dev/null; }
-alive() { local p; p=$(pid) && [ -n "$p" ] && tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF "service.py $svc $H "; }
-health() { curl -ksf -o /dev/null --max-time 2 "$(cat "$H/etc/$svc.url")/health"; }
-answers() { [ "$(curl -ks -o /dev/null -w '%{http_code}' --max-time 2 "$(cat "$H/etc/$svc.url")/health")" != 000 ]; }
-stop() {
-  if alive; then kill -9 "$(pid)"; for _ in $(seq 50); do alive || break; sleep 0.1; done; fi
-  rm -f "$H/run/$svc.pid"
-}
-start() {
-  alive && return 0
-  setsid python3 "$FLEET/bin/service.py" "$svc" "$H" >>"$H/log/$svc.log" 2>&1 </dev/null &
-  local child=$!
-  for _ in $(seq 100); do
-    answers && return 0
-    kill -0 "$child" 2>/dev/null || { echo "gd: $svc on $HOST exited at start:" >&2; tail -n 3 "$H/log/$svc.log" >&2; return 1; }
-    sleep 0.1
-  done
-  echo "gd: $svc on $HOST did not answer within 10s" >&2; return 1
-}
-checkconfig() { python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); t=c.get("threads"); sys.exit(0 if isinstance(t,int) and not isinstance(t,bool) and 1<=t<=64 else 1)' "$H/etc/$svc.json"; }
-case "$action" in
-  start) start ;;
-  stop) stop ;;
-  restart) stop; start ;;
-  health) health ;;
-  checkconfig) checkconfig ;;
-  rollback-config)
-    [ -f "$H/etc/$svc.json.previous" ] || { echo "gd: no previous config of $svc on $HOST" >&2; exit 1; }
-    mv -f "$H/etc/$svc.json.previous" "$H/etc/$svc.json" ;;
-  renew-cert)
-    [ "$svc" = edge ] || { echo "gd: $svc serves no certificate" >&2; exit 2; }
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$HOST" \
-      -days 90 -keyout "$H/tls/key.pem.new" -out "$H/tls/cert.pem.new" 2>/dev/null || exit 1
-    mv -f "$H/tls/key.pem.new" "$H/tls/key.pem" && mv -f "$H/tls/cert.pem.new" "$H/tls/cert.pem"
-    stop; start ;;
-  *) echo "gd: unknown action '$action'" >&2; exit 2 ;;
-esac
-"""

@@ -50,6 +50,7 @@ class Approver:
         self.thread = threading.Thread(target=self._loop, daemon=True, name="approver")
         self.children: list[subprocess.Popen[bytes]] = []
         self.lock = threading.Lock()
+        self.answering: list[threading.Thread] = []
 
     def start(self) -> None:
         self.thread.start()
@@ -57,6 +58,8 @@ class Approver:
     def stop(self) -> None:
         self.stop_event.set()
         self.thread.join(timeout=30)
+        for t in self.answering:
+            t.join(timeout=120)
         for child in self.children:
             try:
                 child.wait(timeout=60)
@@ -64,14 +67,16 @@ class Approver:
                 child.kill()
 
     def busy(self) -> bool:
+        # a request still waiting is not work in progress: the level can end around it
         pending = journal_rows(self.db, "SELECT id FROM runs WHERE status IN "
-                               "('pending_approval', 'approved', 'running', 'requested', "
-                               "'decided', 'rolling_back')")
-        return bool(pending) or any(c.poll() is None for c in self.children)
+                               "('approved', 'running', 'requested', 'decided', "
+                               "'rolling_back')")
+        return (bool(pending) or any(c.poll() is None for c in self.children)
+                or any(t.is_alive() for t in self.answering))
 
     def _sd(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([SELFDRIVE, "--as", APPROVER, *args], cwd=self.project,
-                              capture_output=True, text=True, timeout=120)
+                              check=False, capture_output=True, text=True, timeout=120)
 
     def _loop(self) -> None:
         due: list[tuple[float, str, bool, str]] = []
@@ -91,7 +96,9 @@ class Approver:
             now = time.monotonic()
             for item in [d for d in due if d[0] <= now]:
                 due.remove(item)
-                self._answer(*item[1:])
+                t = threading.Thread(target=self._answer, args=item[1:], daemon=True)
+                t.start()
+                self.answering.append(t)
             self.stop_event.wait(0.3)
 
     def _resolved(self, fingerprint: str) -> bool:
@@ -102,6 +109,8 @@ class Approver:
         return bool(rows) and rows[0]["status"] == "resolved"
 
     def _answer(self, run_id: str, deny: bool, fingerprint: str) -> None:
+        if self.stop_event.is_set():  # the level is over: nobody answers any more
+            return
         at = time.time()
         if self._resolved(fingerprint):
             proc = self._sd("deny", run_id, "--reason", "the alert resolved before I looked")
@@ -112,12 +121,13 @@ class Approver:
         else:
             proc = self._sd("approve", run_id, "--reason", "game day on-call")
             action = "approve"
-            if proc.returncode == 0:
+            if proc.returncode == 0 and not self.stop_event.is_set():
                 child = subprocess.Popen([SELFDRIVE, "--as", APPROVER, "resume", run_id],
                                          cwd=self.project, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
                 with self.lock:
                     self.children.append(child)
-        self.touches.append({"kind": action, "run_id": run_id, "at": at,
-                             "fingerprint": fingerprint, "exit": proc.returncode,
-                             "stderr": proc.stderr.strip()[-300:]})
+        with self.lock:
+            self.touches.append({"kind": action, "run_id": run_id, "at": at,
+                                 "fingerprint": fingerprint, "exit": proc.returncode,
+                                 "stderr": proc.stderr.strip()[-300:]})

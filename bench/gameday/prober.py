@@ -3,11 +3,11 @@
 Every ``interval`` it probes each service's ``/health`` (HTTPS for the edge, whose
 certificate it also checks), each host's disk, the CPU each host's processes burn, and
 whether the application role can still connect to PostgreSQL. A condition seen on two
-probes in a row fires (Prometheus' ``for:``); one clear on two probes in a row resolves. Each change is
-POSTed to the receiver as an Alertmanager webhook (payload version 4, one alert per
-notification, retried like Alertmanager does); every notification and whether it was
-accepted goes to ``sent`` for the score. Without a receiver (the ``none`` level) it only
-keeps the snapshot that the incident tracker reads.
+probes in a row fires (Prometheus' ``for:``); one clear on two probes in a row
+resolves. Each change is POSTed to the receiver as an Alertmanager webhook (payload
+version 4, one alert per notification, retried like Alertmanager does); every
+notification and whether it was accepted goes to ``sent`` for the score. Without a
+receiver (the ``none`` level) it only keeps the snapshot that the incident tracker reads.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class Prober:
     def _health(self, host: str, role: str) -> tuple[int, dict[str, Any]]:
         url = self.fleet.url(host, role) + "/health"
         try:
-            with urllib.request.urlopen(url, timeout=1.0, context=self._tls) as a:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=1.0, context=self._tls) as a:
                 return a.status, json.loads(a.read() or b"{}")
         except urllib.error.HTTPError as exc:
             try:
@@ -148,7 +148,7 @@ class Prober:
             return True
         pem = ssl.DER_cert_to_PEM_cert(der)
         r = subprocess.run(["openssl", "x509", "-noout", "-checkend", str(CERT_WARN_SECONDS)],
-                           input=pem, capture_output=True, text=True, timeout=10)
+                           input=pem, check=False, capture_output=True, text=True, timeout=10)
         return r.returncode == 0
 
     def _cpu(self) -> dict[str, float]:
@@ -186,7 +186,7 @@ class Prober:
         snap = Snapshot(at=time.time())
         futures = {h: self.pool.submit(self._health, h, r) for h, r in HTTP_SERVICES}
         db = self.pool.submit(self._db)
-        slow = time.monotonic() - self._slow_at > 1.5
+        slow = time.monotonic() - self._slow_at > 0.9
         cert = self.pool.submit(self._cert_ok) if slow else None
         for host in HOSTS:
             st = os.statvfs(self.fleet.disk(host))
@@ -298,8 +298,7 @@ class Prober:
             record["attempts"] = attempt
             req = urllib.request.Request(f"{self.receiver}/alerts/alertmanager", data=data,
                                          headers={"Content-Type": "application/json"})
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(req, timeout=10) as a:  # noqa: S310
+            with contextlib.suppress(OSError), urllib.request.urlopen(req, timeout=10) as a:
                     if 200 <= a.status < 300:
                         record["accepted"] = True
                         return

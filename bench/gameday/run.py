@@ -28,14 +28,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import faults  # noqa: E402
-import fleet as fleet_mod  # noqa: E402
-import project  # noqa: E402
-import report  # noqa: E402
-import scenario as scenario_mod  # noqa: E402
-import score  # noqa: E402
-from humans import SELFDRIVE, Approver  # noqa: E402
-from prober import Prober  # noqa: E402
+import faults
+import fleet as fleet_mod
+import project
+import report
+import scenario as scenario_mod
+import score
+from humans import SELFDRIVE, Approver
+from prober import Prober
 
 LEVELS = ["none", "L0", "L1", "L2", "L3", "L4", "L5"]
 
@@ -59,7 +59,7 @@ class Load:
         while not self.stop_event.wait(1 / self.rate):
             i += 1
             try:
-                with urllib.request.urlopen(self.urls[i % len(self.urls)], timeout=1) as a:  # noqa: S310
+                with urllib.request.urlopen(self.urls[i % len(self.urls)], timeout=1) as a:
                     a.read()
                 self.ok += 1
             except OSError:
@@ -101,16 +101,45 @@ class Receiver:
         self.out.close()
 
 
-def run_level(level: str, fleet: fleet_mod.Fleet, prober: Prober, schedule: list[Any],
-              sc: scenario_mod.Scenario, seed: int, truth_dir: Path) -> dict[str, Any]:
+class Prepared:
+    """A level's project and receiver, started in the background during the level
+    before it (a receiver takes seconds to start on a busy machine; it idles until then)."""
+
+    def __init__(self, level: str, fleet: fleet_mod.Fleet) -> None:
+        self.level = level
+        self.root: Path | None = None
+        self.receiver: Receiver | None = None
+        self.error: Exception | None = None
+        self.thread = threading.Thread(target=self._make, args=(fleet,), daemon=True)
+        self.thread.start()
+
+    def _make(self, fleet: fleet_mod.Fleet) -> None:
+        if self.level == "none":
+            return
+        try:
+            self.root = project.write(fleet, self.level)
+            self.receiver = Receiver(self.root, fleet.ledger)
+        except Exception as exc:  # re-raised where the level runs
+            self.error = exc
+
+    def get(self) -> tuple[Path | None, Receiver | None]:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.root, self.receiver
+
+
+def run_level(prepared: Prepared, fleet: fleet_mod.Fleet, prober: Prober, schedule: list[Any],
+              sc: scenario_mod.Scenario, seed: int, truth_dir: Path,
+              then: str | None) -> dict[str, Any]:
+    level = prepared.level
     holders: dict[str, subprocess.Popen[bytes]] = {}
     faults.reset(fleet, holders)
     fleet.wait_healthy(30)
-    receiver = approver = None
-    root = None
-    if level != "none":
-        root = project.write(fleet, level)
-        receiver = Receiver(root, fleet.ledger)
+    root, receiver = prepared.get()
+    approver = None
+    upcoming = Prepared(then, fleet) if then else None
+    if receiver is not None and root is not None:
         approver = Approver(root, seed, sc.humans)
         approver.start()
     prober.attach(receiver.url if receiver else None)
@@ -119,6 +148,7 @@ def run_level(level: str, fleet: fleet_mod.Fleet, prober: Prober, schedule: list
     incidents = {f.id: {"fault": f, "injected_at": None, "detected_at": None,
                         "resolved_at": None, "fixed_by_hand_at": None} for f in schedule}
     fixes: list[dict[str, Any]] = []
+    fixers: list[threading.Thread] = []  # people work in parallel
     pending = sorted(schedule, key=lambda f: f.at)
     deadline = t0 + sc.level_timeout
     log(f"{level}: {len(schedule)} faults" + (f", receiver {receiver.url}" if receiver else
@@ -143,7 +173,9 @@ def run_level(level: str, fleet: fleet_mod.Fleet, prober: Prober, schedule: list
                 if (inc["resolved_at"] is None and inc["fixed_by_hand_at"] is None
                         and now >= inc["injected_at"] + f.fix_delay):
                     inc["fixed_by_hand_at"] = time.time()
-                    faults.fix_by_hand(fleet, f, holders)
+                    fixers.append(threading.Thread(target=faults.fix_by_hand,
+                                                   args=(fleet, f, holders), daemon=True))
+                    fixers[-1].start()
                     fixes.append({"kind": "fix", "fault": f.id, "at": inc["fixed_by_hand_at"]})
             if not pending and all(i["resolved_at"] for i in incidents.values()) and (
                     approver is None or not approver.busy()):
@@ -155,6 +187,8 @@ def run_level(level: str, fleet: fleet_mod.Fleet, prober: Prober, schedule: list
             while approver.busy() and time.time() < idle_by:
                 time.sleep(0.2)
     finally:
+        for t in fixers:
+            t.join(timeout=60)
         if approver is not None:
             approver.stop()
         prober.resolve_all()
@@ -167,9 +201,10 @@ def run_level(level: str, fleet: fleet_mod.Fleet, prober: Prober, schedule: list
              for i in incidents.values()]
     (truth_dir / f"truth-{level}.json").write_text(json.dumps(truth, indent=1))
     log(f"{level}: done in {time.time() - t0:.1f}s")
-    return {"level": level, "t0": t0, "incidents": incidents, "fixes": fixes,
+    result = {"level": level, "t0": t0, "incidents": incidents, "fixes": fixes,
             "touches": approver.touches if approver else [], "sent": sent,
-            "project": str(root) if root else None, "truth": truth}
+            "project": str(root) if root else None, "truth": truth, "next": upcoming}
+    return result
 
 
 def keep_journals(results: list[dict[str, Any]], folder: Path) -> None:
@@ -241,8 +276,13 @@ def _day(args: argparse.Namespace, sc: scenario_mod.Scenario, levels: list[str],
         load.thread.start()
         log(f"fleet up in {time.time() - started:.1f}s; seed {args.seed}, "
             f"scenario {sc.name}, levels {','.join(levels)}")
-        results = [run_level(level, fleet, prober, plan, sc, args.seed, truth_dir)
-                   for level in levels]
+        results = []
+        prepared = Prepared(levels[0], fleet)
+        for i in range(len(levels)):
+            then = levels[i + 1] if i + 1 < len(levels) else None
+            results.append(run_level(prepared, fleet, prober, plan, sc, args.seed, truth_dir,
+                                     then))
+            prepared = results[-1].pop("next")
         scored = {r["level"]: score.level(r, sc) for r in results}
         args.out.mkdir(parents=True, exist_ok=True)
         card = {"seed": args.seed, "scenario": sc.name,

@@ -9,8 +9,8 @@ Definitions (bench/README.md repeats them):
   acted for it before it healed;
 * ``ttr_*``: from injection to healed, over every incident that healed in the level;
 * ``human_touches``: fixes by hand plus approvals and denials;
-* ``approvals_asked``: ``run.pending_approval`` events (a plan that changed asks again); ``guardrail_trips``:
-  ``guardrail.tripped`` events;
+* ``approvals_asked``: ``run.pending_approval`` events (a plan that changed asks again);
+  ``guardrail_trips``: ``guardrail.tripped`` events;
 * ``unsafe_actions``: runs that changed something (a live, non-read-only command that
   started) and either acted after their alert had resolved, or ran autonomously past a
   rate limit, or outside the policy matrix (an autonomous run the level does not allow,

@@ -68,7 +68,7 @@ STATE: State
 
 
 def fetch(url: str, data: bytes | None = None) -> bytes:
-    with urllib.request.urlopen(url, data=data, timeout=TIMEOUT) as answer:  # noqa: S310
+    with urllib.request.urlopen(url, data=data, timeout=TIMEOUT) as answer:
         return bytes(answer.read())
 
 
