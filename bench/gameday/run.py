@@ -241,21 +241,29 @@ def main(argv: list[str] | None = None) -> int:
                     help="print the seeded fault schedule as JSON and exit (no fleet)")
     args = ap.parse_args(argv)
     started = time.time()
-    try:
-        sc = scenario_mod.load(args.scenario)
-        levels = parse_levels(args.levels)
-    except scenario_mod.ScenarioError as exc:
-        print(f"gameday: {exc}", file=sys.stderr)
-        return 2
-    plan = scenario_mod.schedule(sc, args.seed)
-    if args.print_schedule:
-        print(json.dumps([f.to_json() for f in plan], indent=1))
+    if args.print_schedule:  # pure: no fleet, nothing to reap
+        try:
+            sc = scenario_mod.load(args.scenario)
+        except scenario_mod.ScenarioError as exc:
+            print(f"gameday: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps([f.to_json() for f in scenario_mod.schedule(sc, args.seed)], indent=1))
         return 0
     try:
         with fleet_mod.exclusive():
-            for line in fleet_mod.reap():
-                log(f"left by an earlier run: {line}")
-            return _day(args, sc, levels, plan, started)
+            # whatever an earlier harness left (killed with kill -9, say) goes first,
+            # whether or not this run's input is good
+            left = fleet_mod.reap()
+            if left:
+                log(f"removed what an earlier run left ({len(left)} items): "
+                    + "; ".join(left[:3]) + ("; …" if len(left) > 3 else ""))
+            try:
+                sc = scenario_mod.load(args.scenario)
+                levels = parse_levels(args.levels)
+            except scenario_mod.ScenarioError as exc:
+                print(f"gameday: {exc}", file=sys.stderr)
+                return 2
+            return _day(args, sc, levels, scenario_mod.schedule(sc, args.seed), started)
     except fleet_mod.FleetError as exc:
         print(f"gameday: {exc}", file=sys.stderr)
         return 1
