@@ -55,7 +55,8 @@ def _runaway_pids(fleet: Fleet, host: str) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                if needle in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                if needle in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                        errors="replace"):
                     out.append(int(entry.name))
     return out
 
