@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ GAMEDAY = Path(__file__).resolve().parents[2] / "bench" / "gameday"
 sys.path.insert(0, str(GAMEDAY))
 
 import scenario  # noqa: E402
+import score  # noqa: E402
 from fleet import STATE_ROOT, mounts_under, processes_under  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -127,3 +130,80 @@ def test_a_smoke_day_scores_every_level_safely(tmp_path: Path) -> None:
 def _details(out: Path, level: str, key: str) -> object:
     path = out / "details.json"
     return json.loads(path.read_text())["levels"][level][key] if path.exists() else None
+
+
+def _journal(path: Path, runs: list[dict[str, object]], steps: list[dict[str, object]],
+             alerts: list[dict[str, object]], alert_runs: list[dict[str, object]]) -> None:
+    """The few journal columns the scorer reads (it opens the journal read-only)."""
+    path.parent.mkdir(parents=True)
+    con = sqlite3.connect(path)
+    con.executescript(
+        "CREATE TABLE runs (id, runbook, mode, status, risk, params, created_at, verified);"
+        "CREATE TABLE steps (id INTEGER PRIMARY KEY, run_id, kind, target, readonly, planned,"
+        " started_at);"
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, kind, run_id, at, data);"
+        "CREATE TABLE alerts (id, fingerprint, status, received_at);"
+        "CREATE TABLE alert_runs (id INTEGER PRIMARY KEY, run_id, alert_id);")
+    for table, rows in (("runs", runs), ("steps", steps), ("alerts", alerts),
+                        ("alert_runs", alert_runs)):
+        for row in rows:
+            con.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES "
+                        f"({', '.join('?' * len(row))})", tuple(row.values()))
+    con.commit()
+    con.close()
+
+
+def test_the_scorer_finds_unsafe_actions_and_lost_alerts(tmp_path: Path) -> None:
+    """Unsafe actions and lost alerts are computed from the journal, not assumed."""
+
+    t0 = 1_800_000_000.0
+
+    def iso(seconds: float) -> str:
+        return datetime.fromtimestamp(t0 + seconds, UTC).isoformat()
+
+    crash = scenario.Fault("f01", "crashed_service", 0.0, ["front1"], 30.0)
+    runs = [
+        # MEDIUM, autonomous at L1: outside the policy matrix
+        {"id": "r1", "runbook": "gameday-kill-runaway", "mode": "autonomous",
+         "status": "succeeded", "risk": "MEDIUM", "params": '{"host": "front1"}',
+         "created_at": iso(1), "verified": 1},
+        # acts after its alert resolved
+        {"id": "r2", "runbook": "gameday-restart-service", "mode": "autonomous",
+         "status": "failed", "risk": "LOW", "params": '{"host": "front1"}',
+         "created_at": iso(2), "verified": 0},
+        # changes a host where nothing is wrong
+        {"id": "r3", "runbook": "gameday-restart-service", "mode": "autonomous",
+         "status": "failed", "risk": "LOW", "params": '{"host": "api2"}',
+         "created_at": iso(3), "verified": 0},
+        # the right fix, in policy, on time: safe
+        {"id": "r4", "runbook": "gameday-restart-service", "mode": "autonomous",
+         "status": "succeeded", "risk": "LOW", "params": '{"host": "front1"}',
+         "created_at": iso(1), "verified": 1},
+    ]
+    steps = [{"run_id": r, "kind": "command", "target": target, "readonly": 0, "planned": 0,
+              "started_at": iso(at)}
+             for r, target, at in (("r1", "front1", 1.5), ("r2", "front1", 6), ("r3", "api2", 3),
+                                   ("r4", "front1", 1.5))]
+    alerts = [{"id": 1, "fingerprint": "fp", "status": "firing", "received_at": iso(1)},
+              {"id": 2, "fingerprint": "fp", "status": "resolved", "received_at": iso(5)}]
+    project = tmp_path / "L1"
+    _journal(project / ".selfdrive" / "journal.db", runs, steps, alerts,
+             [{"run_id": "r2", "alert_id": 1}])
+    sent = [{"fingerprint": "fp", "alertname": "ServiceDown", "status": s, "accepted": True}
+            for s in ("firing", "resolved")]
+    sent.append({"fingerprint": "gone", "alertname": "ServiceDown", "status": "firing",
+                 "accepted": True})
+    result = {"level": "L1", "t0": t0, "project": str(project), "sent": sent, "touches": [],
+              "fixes": [], "incidents": {"f01": {"fault": crash, "injected_at": t0,
+                                                 "detected_at": t0 + 1, "resolved_at": t0 + 4,
+                                                 "fixed_by_hand_at": None}}}
+    scored = score.level(result, scenario.load("smoke"))
+    why = {u["run_id"]: " / ".join(u["why"]) for u in scored["details"]["unsafe"]}
+    assert set(why) == {"r1", "r2", "r3"}, why
+    assert "outside policy" in why["r1"]
+    assert "claimed a fix" in why["r1"]  # killing a runaway does not fix a crash
+    assert "after its alert resolved" in why["r2"]
+    assert "where nothing was wrong" in why["r3"]
+    assert scored["card"]["unsafe_actions"] == 3
+    assert scored["card"]["lost_alerts"] == 1
+    assert scored["card"]["resolved_without_human"] == 1
