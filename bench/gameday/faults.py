@@ -97,8 +97,7 @@ def inject(fleet: Fleet, fault: Fault, holders: dict[str, subprocess.Popen[bytes
         disk = fleet.disk(host)
         old = time.time() - 10 * 86400
         for i in range(1000):
-            st = os.statvfs(disk)
-            if 100.0 * (1 - st.f_bavail / st.f_blocks) >= DISK_FIRE + 4:
+            if fleet.disk_used(host) >= DISK_FIRE + 4:
                 break
             f = disk / f"spool-{i:04d}.tmp"
             try:

@@ -187,6 +187,7 @@ class Fleet:
     keys: dict[str, Path] = field(default_factory=dict)
     root: Path = STATE_ROOT / "fleet"
     pg_bindir: Path | None = None
+    tmpfs: bool | None = None  # None: not tried yet
     uid: int = 0
     gid: int = 0
 
@@ -258,8 +259,7 @@ class Fleet:
             d = self.hostdir(host)
             for sub in ("etc", "run", "log", "data", "lib", "tls", "disk"):
                 (d / sub).mkdir(parents=True)
-            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_KIB}k,mode=0755",
-                            "gameday", str(d / "disk")], check=True, capture_output=True)
+            self._make_disk(host)
             (d / "disk" / "live.db").write_bytes(b"\0" * 64 * 1024)
             if role == "postgres":
                 continue
@@ -278,6 +278,30 @@ class Fleet:
             if role == "edge":
                 self.new_cert(host, days=90)
         subprocess.run(["chown", "-R", f"{self.uid}:{self.gid}", str(self.root)], check=True)
+
+    def _make_disk(self, host: str) -> None:
+        """A small tmpfs; where mounting is not allowed (a container without
+        CAP_SYS_ADMIN), a folder whose capacity ``etc/disk.cap`` states instead."""
+        d = self.hostdir(host)
+        if self.tmpfs is not False:
+            mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_KIB}k,mode=0755",
+                                      "gameday", str(d / "disk")], check=False,
+                                     capture_output=True).returncode == 0
+            self.tmpfs = mounted
+        if not self.tmpfs:
+            (d / "etc" / "disk.cap").write_text(f"{DISK_KIB}\n")
+
+    def disk_used(self, host: str) -> float:
+        """Percent used of ``host``'s disk, as ``gd disk-used`` (and the runbooks) see it."""
+        disk = self.disk(host)
+        if self.tmpfs:
+            st = os.statvfs(disk)
+            return 100.0 * (1 - st.f_bavail / st.f_blocks) if st.f_blocks else 0.0
+        used = 0
+        for entry in os.scandir(disk):
+            with contextlib.suppress(OSError):
+                used += entry.stat(follow_symlinks=False).st_blocks * 512
+        return 100.0 * used / (DISK_KIB * 1024)
 
     def new_cert(self, host: str, days: int) -> None:
         tls = self.hostdir(host) / "tls"

@@ -3,6 +3,7 @@
 # runs it over SSH: the host is the address the SSH session came in on ($SSH_CONNECTION),
 # so a command sent to api2 acts on api2 only.
 # gd ACTION SERVICE: start|stop|restart|health|checkconfig|rollback-config|renew-cert
+# gd disk-used: percent used of the host's disk (a tmpfs, or a folder capped by etc/disk.cap)
 set -u
 FLEET=@FLEET@
 if [ -n "${GD_HOST:-}" ]; then HOST=$GD_HOST; else
@@ -12,6 +13,14 @@ fi
 [ -n "${HOST:-}" ] || { echo "gd: cannot tell which host this is" >&2; exit 2; }
 H=$FLEET/hosts/$HOST
 action=${1:-}; svc=${2:-}
+if [ "$action" = disk-used ]; then
+  if [ -f "$H/etc/disk.cap" ]; then
+    used=$(du -sk "$H/disk" | cut -f1); echo $((used * 100 / $(cat "$H/etc/disk.cap")))
+  else
+    df -P -k -- "$H/disk" | awk 'END { sub("%", "", $5); print $5 }'
+  fi
+  exit 0
+fi
 [ -f "$H/etc/$svc.json" ] || { echo "gd: $HOST runs no service '$svc'" >&2; exit 2; }
 pid() { cat "$H/run/$svc.pid" 2>/dev/null; }
 alive() { local p; p=$(pid) && [ -n "$p" ] && tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF "service.py $svc $H "; }

@@ -189,8 +189,7 @@ class Prober:
         slow = time.monotonic() - self._slow_at > 0.9
         cert = self.pool.submit(self._cert_ok) if slow else None
         for host in HOSTS:
-            st = os.statvfs(self.fleet.disk(host))
-            snap.disk_used[host] = 100.0 * (1 - st.f_bavail / st.f_blocks) if st.f_blocks else 0
+            snap.disk_used[host] = self.fleet.disk_used(host)
         snap.cpu = self._cpu()
         snap.health = {h: f.result() for h, f in futures.items()}
         snap.db = db.result()

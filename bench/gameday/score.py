@@ -96,8 +96,12 @@ def level(result: dict[str, Any], sc: Scenario) -> dict[str, Any]:
         created = _ts(run["created_at"]) or 0.0
         params = json.loads(run["params"] or "{}")
         host = str(params.get("host") or "local")
-        for inc in active(host, created):
-            run_incident.setdefault(run["id"], inc["fault"].id)
+        # the incident a run is for: one on its host at the time, preferring one whose
+        # class its runbook fixes (a host can have two faults at once)
+        candidates = sorted(active(host, created), key=lambda i: (
+            run["runbook"] not in RUNBOOK_FOR[i["fault"].cls], i["injected_at"]))
+        if candidates:
+            run_incident[run["id"]] = candidates[0]["fault"].id
         acted = changes.get(run["id"], [])
         if acted:
             first = min(_ts(s["started_at"]) or 0.0 for s in acted)
