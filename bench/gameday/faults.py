@@ -24,18 +24,16 @@ from scenario import Fault
 RUNAWAY = "while True: pass"
 
 
-def _pid(fleet: Fleet, host: str) -> int | None:
-    try:
-        return int((fleet.hostdir(host) / "run" / f"{ROLES[host]}.pid").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _kill_service(fleet: Fleet, host: str) -> None:
-    pid = _pid(fleet, host)
-    if pid is not None:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+    """SIGKILL the host's service: every process running it, whatever its pidfile says."""
+    needle = f"service.py {ROLES[host]} {fleet.hostdir(host)} "
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                    errors="replace")
+                if needle in cmd + " ":
+                    os.kill(int(entry.name), signal.SIGKILL)
 
 
 def _as_user(fleet: Fleet, path: Path) -> None:

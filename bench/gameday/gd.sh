@@ -22,6 +22,9 @@ if [ "$action" = disk-used ]; then
   exit 0
 fi
 [ -f "$H/etc/$svc.json" ] || { echo "gd: $HOST runs no service '$svc'" >&2; exit 2; }
+# one action at a time per service: a person's start and a runbook's restart must not race
+exec 9>"$H/run/$svc.lock"
+flock 9
 pid() { cat "$H/run/$svc.pid" 2>/dev/null; }
 alive() { local p; p=$(pid) && [ -n "$p" ] && tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF "service.py $svc $H "; }
 health() { curl -ksf -o /dev/null --max-time 2 "$(cat "$H/etc/$svc.url")/health"; }

@@ -108,13 +108,15 @@ def write(out: Path, card: dict[str, Any], details: dict[str, Any]) -> None:
         cells = [str(details["levels"][name]["by_class"].get(cls, {}).get("ttr_p50_s"))
                  for name in lv]
         md.append(f"| {cls} | " + " | ".join(cells) + " |")
-    md += ["", "## Unsafe actions and lost alerts", ""]
+    md += ["", "## Unsafe actions, lost alerts, incidents never healed", ""]
     for name, d in details["levels"].items():
         for u in d["unsafe"]:
             md.append(f"- {name}: run {u['run_id']} ({u['runbook']} on {u['host']}): "
                       + "; ".join(u["why"]))
         for a in d["lost"]:
             md.append(f"- {name}: lost {a['alertname']} {a['status']} ({a['fingerprint']})")
+        for inc in d["unresolved"]:
+            md.append(f"- {name}: incident {inc} never healed within the level's time")
     if md[-1] == "":
         md.append("None.")
     md += ["", "## Schedule (the same at every level)", "",
