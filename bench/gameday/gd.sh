@@ -35,7 +35,8 @@ stop() {
 }
 start() {
   alive && return 0
-  setsid python3 "$FLEET/bin/service.py" "$svc" "$H" >>"$H/log/$svc.log" 2>&1 </dev/null &
+  # 9>&-: the service must not hold the action lock after this command ends
+  setsid python3 "$FLEET/bin/service.py" "$svc" "$H" >>"$H/log/$svc.log" 2>&1 </dev/null 9>&- &
   local child=$!
   for _ in $(seq 100); do
     answers && return 0
