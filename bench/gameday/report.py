@@ -159,8 +159,8 @@ def write(out: Path, card: dict[str, Any], details: dict[str, Any]) -> None:
         body.append("</table>")
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>Game day, seed "
             f"{card['seed']}</title><style>body{{font-family:sans-serif;max-width:1000px;"
-            "margin:2em auto}}td{{border:1px solid #ddd;padding:2px 6px;font-size:13px}}"
-            "table{{border-collapse:collapse;margin:1em 0}}</style></head><body>"
+            "margin:2em auto}td{border:1px solid #ddd;padding:2px 6px;font-size:13px}"
+            "table{border-collapse:collapse;margin:1em 0}</style></head><body>"
             + "\n".join(body) + "<h2>Charts</h2>"
             + "".join(f"<div>{c}</div>" for c in charts) + "</body></html>\n")
     (out / "report.html").write_text(page)
