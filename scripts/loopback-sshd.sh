@@ -10,6 +10,7 @@
 #   SSHD_PORT   port on every address                          (2222)
 #   SSHD_USER   the login user, created if missing             (sdtest)
 #   SSHD_HOSTS  N > 0: listen on 127.0.0.2 … 127.0.0.(N+1) instead of 127.0.0.1 (0)
+#   SSHD_ADDRESSES  space-separated 127.x.y.z addresses to listen on (overrides SSHD_HOSTS)
 #
 # Every address gets one line "[127.0.0.K]:PORT ssh-ed25519 KEY" in $SSHD_DIR/known_hosts.
 # One sshd listens on at most 16 addresses (sshd's own limit), so N > 16 runs several.
@@ -29,12 +30,19 @@ D=${SSHD_DIR:-/tmp/selfdrive-sshd}
 PORT=${SSHD_PORT:-2222}
 U=${SSHD_USER:-sdtest}
 N=${SSHD_HOSTS:-0}
+LISTEN=${SSHD_ADDRESSES:-}
 PER_SSHD=16
 
 die() { echo "loopback-sshd: $*" >&2; exit 1; }
 
 addresses() {
-    if [ "$N" -gt 0 ]; then
+    local a
+    if [ -n "$LISTEN" ]; then
+        for a in $LISTEN; do
+            [[ $a =~ ^127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ ]] || die "SSHD_ADDRESSES: $a is not a loopback address"
+            echo "$a"
+        done
+    elif [ "$N" -gt 0 ]; then
         [ "$N" -le 250 ] || die "SSHD_HOSTS=$N: at most 250 loopback addresses"
         for ((k = 2; k <= N + 1; k++)); do echo "127.0.0.$k"; done
     else
