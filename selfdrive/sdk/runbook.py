@@ -230,6 +230,7 @@ class Runbook:
         names = ", ".join(self.param_names) or "none"
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "?"
+            msg = err["msg"].removeprefix("Value error, ")
             top = str(err["loc"][0]) if err["loc"] else "?"
             if err["type"] == "extra_forbidden":
                 lines.append(f"parameter {loc!r}: not a parameter of this runbook "
@@ -237,9 +238,9 @@ class Runbook:
             elif err["type"] == "missing":
                 lines.append(f"parameter {loc!r}: required")
             elif top in self.secret_params:
-                lines.append(f"parameter {loc!r}: {err['msg']}")
+                lines.append(f"parameter {loc!r}: {msg}")
             else:
-                lines.append(f"parameter {loc!r}: {err['msg']} "
+                lines.append(f"parameter {loc!r}: {msg} "
                              f"(got {short_repr(err.get('input'), 80)})")
         return f"runbook {self.name!r}: " + "; ".join(lines)
 
@@ -405,7 +406,7 @@ def _params_model(name: str, params: tuple[Param, ...], where: str) -> type[Base
         try:  # a default that does not fit its type is the author's mistake: say so now
             TypeAdapter(p.annotation).validate_python(p.default)
         except ValidationError as exc:
-            reason = exc.errors()[0]["msg"]
+            reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
             raise DefinitionError(f"{where}: parameter {p.name!r}: its default {p.default!r} "
                                   f"does not fit its type {p.type_name}: {reason}") from None
     return model
