@@ -153,6 +153,7 @@ def _journal(path: Path, runs: list[dict[str, object]], steps: list[dict[str, ob
     con.close()
 
 
+@pytest.mark.forged_journal  # synthetic rows, written without selfdrive: no chain
 def test_the_scorer_finds_unsafe_actions_and_lost_alerts(tmp_path: Path) -> None:
     """Unsafe actions and lost alerts are computed from the journal, not assumed."""
 
